@@ -1,0 +1,28 @@
+"""``lcnn-audit demo``: the main audits on the bundled model and Fashion-MNIST sample."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import app
+from .common import Ctx, console, handle_errors
+
+
+@app.command()
+@handle_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the results.")] = Path("lcnn-audit-demo"),
+    n: Annotated[int, typer.Option(help="Samples of the bundled test sample to audit.")] = 256,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result paths.")] = False,
+) -> None:
+    """Run the audits on the bundled demo CNN and Fashion-MNIST sample (no downloads)."""
+    from ..demo import DEMO_STEPS, run_demo
+
+    ctx = Ctx({"quiet": quiet})
+    for step in DEMO_STEPS:
+        with ctx.progress(step.title) as bar:
+            result, path = run_demo(step, out, n=n, progress=bar)
+        step.render(ctx, result)
+        console.print(f"[bold]{step.title}[/]: wrote {path}")
+    console.print(f"demo results are in {out.resolve()}")

@@ -1,0 +1,45 @@
+"""The demo pipeline: each audit on the bundled model and data, written under one folder.
+
+Steps are data, so later audits join the demo by adding one entry to ``DEMO_STEPS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .data import load_data
+from .loading import load_model
+from .results import AuditResult
+
+
+@dataclass(frozen=True)
+class DemoStep:
+    name: str
+    title: str
+    run: Callable[..., AuditResult]
+    render: Callable
+
+
+def _curvature(n, progress):
+    from .geometry import CurvatureOptions, curvature_audit
+
+    return curvature_audit(load_model("demo"), load_data("demo", n=n), CurvatureOptions(), batch_size=128,
+                           progress=progress, config={"checkpoint": "demo"})
+
+
+def _render_curvature(ctx, result):
+    from .cli.curvature import render_curvature
+
+    render_curvature(ctx, result)
+
+
+DEMO_STEPS: list[DemoStep] = [DemoStep("curvature", "curvature audit", _curvature, _render_curvature)]
+
+
+def run_demo(step: DemoStep, out: Path, n: int = 256, progress=None) -> tuple[AuditResult, Path]:
+    result = step.run(n, progress)
+    path = Path(out) / f"{step.name}.json"
+    result.save_json(path)
+    return result, path

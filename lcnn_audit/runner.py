@@ -1,0 +1,134 @@
+"""The batched, resumable, interruptible loop every per-sample audit runs in.
+
+``run_batches`` feeds ``ImageData`` to a ``compute(batch) -> {field: per-sample values}``
+function and concatenates the fields in dataset order. With a ``state_path`` it writes
+the per-sample values done so far after every batch (atomically), so ``resume=True``
+continues an interrupted run; Ctrl-C stops after saving and returns ``complete=False``.
+Under ``torch.distributed`` each rank computes a deterministic shard of the samples and
+rank 0 receives all of them, in dataset order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import Batch, ImageData
+from .errors import ResumeError
+from .io import write_json
+
+Compute = Callable[[Batch], dict[str, torch.Tensor | list]]
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class RunOutput:
+    per_sample: dict[str, list]
+    complete: bool
+    seconds: float
+    resumed_from: int = 0
+
+
+def fingerprint(config: dict) -> str:
+    """A stable hash of a run's config, to refuse resuming a different run."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _to_list(v, n: int) -> list:
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu()
+        if v.dtype == torch.bool:
+            return [bool(b) for b in v.tolist()]
+        return v.tolist()
+    v = list(v)
+    if len(v) != n:
+        raise ValueError(f"per-sample field has {len(v)} entries for a batch of {n}")
+    return v
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torch.distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous, deterministic shard [lo, hi) of n positions for ``rank``."""
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def run_batches(
+    data: ImageData,
+    compute: Compute,
+    batch_size: int,
+    *,
+    config: dict | None = None,
+    state_path: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> RunOutput:
+    """Run ``compute`` over ``data`` in batches; see the module docstring."""
+    rank, world = dist_info()
+    lo, hi = shard_bounds(len(data), rank, world)
+    fp = fingerprint(config or {})
+    state_path = Path(state_path) if state_path else None
+    if world > 1 and state_path is not None:
+        state_path = state_path.with_name(f"{state_path.name}.rank{rank}")
+    fields: dict[str, list] = {}
+    done = lo
+    if resume and state_path is not None and state_path.exists():
+        try:
+            state = json.loads(state_path.read_text())
+        except json.JSONDecodeError:
+            raise ResumeError(f"resume state {state_path} is corrupt; delete it to start over") from None
+        if state.get("fingerprint") != fp:
+            raise ResumeError(f"resume state {state_path} belongs to a run with different options; "
+                              "rerun with the same options or delete the file to start over")
+        fields, done = state["per_sample"], int(state["done"])
+    resumed_from = done - lo
+    t0 = time.perf_counter()
+    complete = True
+    if progress:
+        progress(done - lo, hi - lo)
+    try:
+        for batch in data.batches(batch_size, start=done, stop=hi):
+            out = compute(batch)
+            n = len(batch.index)
+            for k, v in out.items():
+                fields.setdefault(k, []).extend(_to_list(v, n))
+            done += n
+            if state_path is not None:
+                write_json(state_path, {"fingerprint": fp, "done": done, "per_sample": fields})
+            if progress:
+                progress(done - lo, hi - lo)
+    except KeyboardInterrupt:
+        complete = False
+    seconds = time.perf_counter() - t0
+    if world > 1:
+        fields, complete = _gather(fields, complete, rank, world)
+    if complete and state_path is not None and state_path.exists():
+        state_path.unlink()
+    return RunOutput(per_sample=fields, complete=complete, seconds=seconds, resumed_from=resumed_from)
+
+
+def _gather(fields: dict[str, list], complete: bool, rank: int, world: int):
+    """Concatenate every rank's shard on rank 0 (shards are contiguous, so order is kept)."""
+    gathered: list = [None] * world if rank == 0 else None
+    torch.distributed.gather_object((fields, complete), gathered, dst=0)
+    if rank != 0:
+        return fields, complete
+    merged: dict[str, list] = {}
+    for shard, _ in gathered:
+        for k, v in shard.items():
+            merged.setdefault(k, []).extend(v)
+    return merged, all(c for _, c in gathered)

@@ -1,0 +1,153 @@
+"""Swap modules in an existing model without rewriting it.
+
+``replace_activations`` replaces activation modules *and* functional calls such as
+``F.relu(x)`` / ``torch.relu(x)`` / ``x.relu()`` in ``forward``. Functional calls and
+activation instances shared by several call sites need the graph, which ``torch.fx``
+provides where the model traces; each call site then gets its own new module (so a
+learnable β is per call site). Where the model does not trace, module instances are still
+swapped and the report says what could not be seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+ACTIVATION_MODULES: dict[str, tuple[type[nn.Module], ...]] = {
+    "relu": (nn.ReLU,),
+    "relu6": (nn.ReLU6,),
+    "leaky_relu": (nn.LeakyReLU,),
+    "gelu": (nn.GELU,),
+    "silu": (nn.SiLU,),
+    "elu": (nn.ELU,),
+    "softplus": (nn.Softplus,),
+}
+ACTIVATION_FUNCTIONS: dict[str, tuple] = {
+    "relu": (F.relu, torch.relu, F.relu_, torch.relu_),
+    "relu6": (F.relu6,),
+    "leaky_relu": (F.leaky_relu,),
+    "gelu": (F.gelu,),
+    "silu": (F.silu,),
+    "elu": (F.elu,),
+    "softplus": (F.softplus,),
+}
+ACTIVATION_METHODS = {"relu": ("relu", "relu_")}
+
+
+@dataclass
+class SwapReport:
+    swapped: list[dict] = field(default_factory=list)  # {"name", "from", "to"}
+    skipped: list[dict] = field(default_factory=list)  # {"name", "reason"}
+    notes: list[str] = field(default_factory=list)
+    traced: bool = False
+
+
+def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, attr, new)
+
+
+def _kind_of(mod: nn.Module, kinds) -> str | None:
+    for k in kinds:
+        if isinstance(mod, ACTIVATION_MODULES[k]) and type(mod) in ACTIVATION_MODULES[k]:
+            return k
+    return None
+
+
+def trace(model: nn.Module) -> tuple[fx.GraphModule | None, str | None]:
+    """(GraphModule, None) if ``model`` traces with torch.fx, else (None, reason)."""
+    try:
+        return fx.symbolic_trace(model), None
+    except Exception as err:  # noqa: BLE001 - fx raises many types for untraceable code
+        return None, f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+
+
+def replace_activations(
+    model: nn.Module,
+    factory: Callable[[], nn.Module],
+    kinds: tuple[str, ...] = tuple(ACTIVATION_MODULES),
+    use_fx: bool = True,
+) -> tuple[nn.Module, SwapReport]:
+    """Replace activations of ``kinds`` by ``factory()`` modules; returns (model, report).
+
+    The model is modified in place where possible; when functional calls or shared
+    instances are rewritten, the returned model is a ``torch.fx.GraphModule``.
+    """
+    report = SwapReport()
+    gm, reason = trace(model) if use_fx else (None, "fx disabled")
+    needs_graph = False
+    if gm is not None:
+        report.traced = True
+        uses: dict[str, int] = {}
+        for node in gm.graph.nodes:
+            if node.op == "call_module":
+                uses[node.target] = uses.get(node.target, 0) + 1
+            elif _functional_kind(node, kinds):
+                needs_graph = True
+        shared = {t for t, c in uses.items() if c > 1 and _kind_of(gm.get_submodule(t), kinds)}
+        needs_graph |= bool(shared)
+    if gm is not None and needs_graph:
+        return _rewrite_graph(gm, factory, kinds, report)
+    if gm is None:
+        report.notes.append(f"forward is not traceable by torch.fx ({reason}); activation modules were "
+                            "swapped, but functional activation calls in forward (if any) were not")
+    for name, mod in list(model.named_modules()):
+        kind = _kind_of(mod, kinds)
+        if kind and name:
+            new = factory()
+            _set_submodule(model, name, new)
+            report.swapped.append({"name": name, "from": type(mod).__name__, "to": type(new).__name__})
+    return model, report
+
+
+def _functional_kind(node: fx.Node, kinds) -> str | None:
+    for k in kinds:
+        if node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS.get(k, ()):
+            return k
+        if node.op == "call_method" and node.target in ACTIVATION_METHODS.get(k, ()):
+            return k
+    return None
+
+
+def _rewrite_graph(gm: fx.GraphModule, factory, kinds, report: SwapReport):
+    seen: dict[str, int] = {}
+    counter = 0
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module":
+            mod = gm.get_submodule(node.target)
+            if not _kind_of(mod, kinds):
+                continue
+            k = seen.get(node.target, 0)
+            seen[node.target] = k + 1
+            name = node.target if k == 0 else f"{node.target}_{k}"
+            new = factory()
+            _set_submodule(gm, name, new)
+            node.target = name
+            node.args = node.args[:1]
+            node.kwargs = {}
+            report.swapped.append({"name": name, "from": type(mod).__name__, "to": type(new).__name__})
+            if k == 1:
+                orig = name.rsplit("_", 1)[0]
+                report.notes.append(f"{orig} was shared by several call sites; each call site got its own "
+                                    "new module")
+        elif kind := _functional_kind(node, kinds):
+            name = f"fx_{kind}_{counter}"
+            counter += 1
+            gm.add_submodule(name, factory())
+            with gm.graph.inserting_after(node):
+                new_node = gm.graph.call_module(name, args=(node.args[0],))
+            node.replace_all_uses_with(new_node)
+            gm.graph.erase_node(node)
+            report.swapped.append({"name": name, "from": f"{getattr(node.target, '__name__', node.target)}()",
+                                   "to": type(gm.get_submodule(name)).__name__})
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return gm, report
+
+
