@@ -231,6 +231,14 @@ def _load_tensor_file(path: Path):
     return x, y.long()
 
 
+def _pil_loader(path: str):
+    """Open an image keeping grayscale as one channel (torchvision's default forces RGB)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("L" if img.mode in ("L", "1", "I", "I;16") else "RGB")
+
+
 def _load_image_folder(path: Path, split: str, image_size: tuple[int, int] | None):
     from torchvision import datasets, transforms
 
@@ -243,7 +251,7 @@ def _load_image_folder(path: Path, split: str, image_size: tuple[int, int] | Non
     if image_size:
         tf.insert(0, transforms.Resize(image_size))
     try:
-        ds = datasets.ImageFolder(str(root), transform=transforms.Compose(tf))
+        ds = datasets.ImageFolder(str(root), transform=transforms.Compose(tf), loader=_pil_loader)
     except (FileNotFoundError, RuntimeError) as err:
         raise DataError(f"cannot read ImageFolder {root}: {err}") from None
     y = torch.as_tensor(ds.targets, dtype=torch.int64)

@@ -103,6 +103,17 @@ class AuditModel(nn.Module):
     def forward(self, x):
         return _select_output(self.net(self.normalize(x)), self.output_key)
 
+    def train(self, mode: bool = True):
+        """Like ``nn.Module.train``, but tolerates torch.export modules, which refuse mode
+        changes (they run in the mode they were exported in)."""
+        self.training = mode
+        for child in self.children():
+            try:
+                child.train(mode)
+            except NotImplementedError:
+                pass
+        return self
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The architecture inside an :class:`AuditModel` (or the model itself)."""
@@ -231,6 +242,26 @@ def _is_torchscript(path: Path) -> bool:
         n.endswith("constants.pkl") for n in names)
 
 
+def _wellformed_pickle(path: Path) -> bool:
+    """Whether the pickle stream (a torch zip's ``data.pkl``, or the raw file) parses to its end.
+
+    ``pickletools.genops`` only decodes opcodes and never executes them. A well-formed stream
+    that the weights-only unpickler refused needs code; a malformed one is corrupt."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+                data = zf.read(name)
+        else:
+            data = path.read_bytes()
+        ops = list(pickletools.genops(data))
+    except (StopIteration, ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError, IndexError):
+        return False
+    return bool(ops) and ops[-1][0].name == "STOP"
+
+
 def _corrupt(path: Path, err: BaseException) -> CheckpointError:
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     return CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({msg[:160]})")
@@ -277,13 +308,14 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False, sta
     try:
         obj = torch.load(str(path), map_location=map_location, weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err).lower():
+        if ("weights only" in str(err).lower() or "weights_only" in str(err).lower()) and _wellformed_pickle(path):
             raise CheckpointError(
                 f"checkpoint {path} needs code to unpickle (it is not a plain state dict) and was refused; "
                 "unpickling can run arbitrary code, so pass --trust-checkpoint only if you trust its source"
             ) from None
         raise _corrupt(path, err) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError,
+            zipfile.BadZipFile) as err:  # what torch.load raises on damaged bytes
         raise _corrupt(path, err) from None
     except (AttributeError, ModuleNotFoundError, ImportError) as err:  # trusted pickle, missing class
         raise CheckpointError(f"checkpoint {path} refers to code that is not importable: {err}") from None
@@ -482,18 +514,17 @@ def build_from_recipe(recipe: dict) -> nn.Module:
 
 
 def set_eval(model: nn.Module) -> nn.Module:
-    """Put any model (including exported GraphModules) in eval mode."""
+    """Put any model in eval mode; torch.export modules keep the mode they were exported in."""
     try:
         model.eval()
-    except NotImplementedError:  # torch.export modules refuse .eval() in some versions
-        from torch.ao.quantization import move_exported_model_to_eval
-
-        move_exported_model_to_eval(unwrap(model))
+    except NotImplementedError:
+        pass
     return model
 
 
 def check_model_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> int:
-    """Probe one batch: the model must return finite (N, C) logits and labels must be < C.
+    """Probe one batch ``x``: the model must return (N, C) logits, and every label in ``y``
+    (pass all labels of the data, not just the probe's) must be < C.
 
     Returns the number of classes C.
     """
@@ -502,10 +533,12 @@ def check_model_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
             out = model(x)
         except ModelError:
             raise
-        except RuntimeError as err:
-            msg = str(err).splitlines()[0]
+        except (RuntimeError, AssertionError) as err:  # torch.export guards raise AssertionError
+            msg = (str(err).splitlines() or [type(err).__name__])[0]
+            hint = ("; a torch.export program with a static batch size needs dynamic_shapes at export time or "
+                    "--batch-size equal to its batch size") if "Guard failed" in msg else ""
             raise ModelError(f"the model failed on inputs of shape {tuple(x.shape)}: {msg[:200]}; "
-                             "check that --data matches the model's expected input") from None
+                             f"check that --data matches the model's expected input{hint}") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         raise ModelError(f"model returned {_describe_output(out)} for a batch of {x.shape[0]}; expected (N, C) "
                          "logits (use --output-key to select them)")

@@ -23,7 +23,7 @@ def curvature(
                                        rich_help_panel=G)] = "true",
     method: Annotated[str, typer.Option(help="auto, lanczos, power or gauss-newton (exact for piecewise-linear "
                                              "nets).", rich_help_panel=G)] = "auto",
-    tol: Annotated[float, typer.Option(help="Lanczos relative residual tolerance.", rich_help_panel=G)] = 1e-4,
+    tol: Annotated[float, typer.Option(help="Lanczos relative residual tolerance.", rich_help_panel=G)] = 1e-3,
     atol: Annotated[float, typer.Option(help="Absolute residual floor.", rich_help_panel=G)] = 0.0,
     max_iter: Annotated[int, typer.Option(help="Maximum Lanczos steps (HVPs) per sample.",
                                           rich_help_panel=G)] = 40,

@@ -16,7 +16,7 @@ def info(ctx: Ctx) -> None:
     data = ctx.load_data()
     first = data.get(torch.arange(min(len(data), 8)))
     dev = next(model.parameters(), torch.empty(0)).device
-    classes = check_model_data(model, first.x.to(dev), first.y.to(dev))
+    classes = check_model_data(model, first.x.to(dev), data.labels)
     n_params = sum(p.numel() for p in model.parameters())
     ctx.print(f"model: {ctx.checkpoint_path} ({model.recipe.get('kind')}, {n_params:,} parameters, "
               f"{classes} classes, arch {model.recipe.get('arch', 'embedded')})")

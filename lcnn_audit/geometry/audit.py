@@ -50,7 +50,7 @@ def curvature_audit(
     cfg = {"options": opts.to_dict(), "data": data.describe(), "batch_size": batch_size, **(config or {})}
     t0 = time.perf_counter()
     with measurement_state(model, opts.dtype, opts.smooth_relu) as prep:
-        num_classes = check_model_data(prep.model, probe.x.to(device, prep.dtype), probe.y.to(device))
+        num_classes = check_model_data(prep.model, probe.x.to(device, prep.dtype), data.labels)
         notices = list(prep.notices)
         if opts.smooth_relu is None and has_relu(prep.model):
             notices.append("the model uses ReLU: its input Hessian is only the softmax part JᵀAJ (ReLU has no "

@@ -14,6 +14,10 @@ import torch
 from ..errors import ModelError
 from .objective import ObjectiveFn
 
+_NO_SECOND_DERIVATIVE = (
+    "the model's input gradient is not differentiable (an op is once_differentiable or detaches its "
+    "backward), so input Hessians cannot be computed; replace that op (e.g. a custom autograd.Function)"
+)
 _NO_DOUBLE_BACKWARD = ("double backward", "not implemented", "does not require grad", "derivative for")
 
 
@@ -26,7 +30,21 @@ class BatchedHVP:
             self.f, self.logits = objective(self.x)
             (self.grad,) = torch.autograd.grad(self.f.sum(), self.x, create_graph=True)
         self.count = 0
-        self._linear = not self.grad.requires_grad  # f is affine in x: the Hessian is exactly 0
+        # a gradient that carries no graph means f is affine in x (H = 0) -- or that an op
+        # dropped its own derivative; tell the two apart by evaluating the gradient elsewhere
+        self._linear = not self.grad.requires_grad
+        if self._linear:
+            self._check_constant_gradient(objective)
+
+    def _check_constant_gradient(self, objective: ObjectiveFn) -> None:
+        shift = 1e-2 * torch.randn(self.x.shape, generator=torch.Generator().manual_seed(0)).to(self.x)
+        x2 = (self.x.detach() + shift).requires_grad_(True)
+        with torch.enable_grad():
+            f2, _ = objective(x2)
+            (g2,) = torch.autograd.grad(f2.sum(), x2)
+        g1 = self.grad.detach()
+        if (g2 - g1).abs().max() > 1e-4 * g1.abs().max().clamp_min(1e-12):
+            raise ModelError(_NO_SECOND_DERIVATIVE)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.count += 1
@@ -43,4 +61,6 @@ class BatchedHVP:
                     + "); replace the offending op (e.g. a custom autograd.Function or fused kernel)"
                 ) from None
             raise
-        return torch.zeros_like(v) if hv is None else hv.detach()
+        if hv is None:  # the gradient has a graph, but not back to x: an op dropped its derivative
+            raise ModelError(_NO_SECOND_DERIVATIVE)
+        return hv.detach()

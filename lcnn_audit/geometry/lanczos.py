@@ -8,6 +8,10 @@ Eigenvalue Problem*, §13.2): some eigenvalue of H lies within rᵢ of θᵢ. A 
 stops when every sample has, or at ``max_iter``. Full reorthogonalisation (done twice,
 "twice is enough") keeps the basis orthonormal in fp32.
 
+The residual test is rigorous (an eigenvalue lies within r of θ); the sharper r²/gap
+estimate was tried and rejected: with Ritz gaps standing in for true gaps it stopped one
+sample in 16 at a 1.2e-2 error for a 1e-3 tolerance.
+
 The spectral norm is max |θ| (Hessians of cross-entropy are indefinite in general, with
 near ± pairs, which is why plain power iteration reads low; see GUIDE §3).
 """
@@ -70,6 +74,9 @@ def lanczos(
     """
     B, d = q0.shape
     m = max(1, min(max_iter, d))
+    # guard Ritz values (as ARPACK's ncv > nev): converging two beyond the k wanted ones keeps a
+    # not-yet-found eigenvalue from slipping between them (seen: λ3 missed, λ4 reported)
+    watch = k if k == 1 else min(k + 2, d)
     dev, dt = q0.device, q0.dtype
     Q = torch.zeros(B, m + 1, d, device=dev, dtype=dt)
     alpha = torch.zeros(B, m, device=dev, dtype=dt)
@@ -94,10 +101,10 @@ def lanczos(
         beta[:, j] = torch.where(active, b, beta[:, j])
         iters += active.long()
         theta, S = _ritz(alpha[:, : j + 1], beta[:, :j])
-        kk = min(k, j + 1)
+        kk = min(watch, j + 1)
         scale = theta[:, 0].abs()
-        resid = (b.double()[:, None] * S[:, j, :kk].abs())
-        enough = (j + 1) >= min(k, d)
+        resid = b.double()[:, None] * S[:, j, :kk].abs()
+        enough = (j + 1) >= min(watch, d)
         ok = (resid <= tol * scale[:, None] + atol).all(1) & enough
         broke = b.double() <= breakdown_rel * scale.clamp_min(torch.finfo(dt).tiny)
         newly = active & ok

@@ -48,7 +48,7 @@ class CurvatureOptions:
     target: str = "loss"
     label: str = "true"
     method: str = "auto"
-    tol: float = 1e-4
+    tol: float = 1e-3
     atol: float = 0.0
     max_iter: int = 40
     iters: int = 20  # power iteration steps
@@ -135,7 +135,7 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     if method == "gauss-newton":
         if J is None:
             J = logit_jacobian(xr, logits)
-        spec = gauss_newton_spectrum(J, logits, opts.target)
+        spec = gauss_newton_spectrum(J, logits.detach(), opts.target)
         eigs = spec.eigs
         if eigs.shape[1] < k:
             eigs = torch.cat([eigs, eigs.new_zeros(B, k - eigs.shape[1])], 1)
@@ -178,8 +178,8 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     out["converged"] = res.converged
     out["iterations"] = res.iterations
     out["label"] = labels if opts.label == "pred" else y
-    out["pred"] = logits.detach().argmax(1)
-    return out, method
+    out["pred"] = logits.argmax(1)
+    return {k: v.detach() for k, v in out.items()}, method
 
 
 def _frobenius(res: SpectralResult, matvec, index, opts: CurvatureOptions, q0) -> torch.Tensor:

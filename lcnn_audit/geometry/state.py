@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..loading import set_eval
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -71,7 +72,7 @@ def measurement_state(model: nn.Module, dtype: str = "float32", smooth_relu_beta
     training = {m: m.training for m in model.modules()}
     grads = {p: p.requires_grad for p in model.parameters()}
     try:
-        model.eval()
+        set_eval(model)
         for p in model.parameters():
             p.requires_grad_(False)
         work = model
