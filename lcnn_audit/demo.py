@@ -35,7 +35,37 @@ def _render_curvature(ctx, result):
     render_curvature(ctx, result)
 
 
-DEMO_STEPS: list[DemoStep] = [DemoStep("curvature", "curvature audit", _curvature, _render_curvature)]
+def _grad_robustness(n, progress):
+    from .geometry.robustness import GradRobustnessOptions, grad_robustness
+
+    return grad_robustness(load_model("demo"), load_data("demo", n=min(n, 64)), GradRobustnessOptions(draws=2),
+                           progress=progress, config={"checkpoint": "demo"})
+
+
+def _render_grad_robustness(ctx, result):
+    from .cli.robustness import render_grad_robustness
+
+    render_grad_robustness(ctx, result)
+
+
+def _discrepancy(n, progress):
+    from .geometry.robustness import discrepancy
+
+    return discrepancy(load_model("demo"), load_data("demo", split="train", n=n), load_data("demo", n=n),
+                       progress=progress, config={"checkpoint": "demo"})
+
+
+def _render_discrepancy(ctx, result):
+    from .cli.robustness import render_discrepancy
+
+    render_discrepancy(ctx, result)
+
+
+DEMO_STEPS: list[DemoStep] = [
+    DemoStep("curvature", "curvature audit", _curvature, _render_curvature),
+    DemoStep("grad_robustness", "gradient robustness", _grad_robustness, _render_grad_robustness),
+    DemoStep("discrepancy", "train-test discrepancy", _discrepancy, _render_discrepancy),
+]
 
 
 def run_demo(step: DemoStep, out: Path, n: int = 256, progress=None) -> tuple[AuditResult, Path]:

@@ -98,7 +98,8 @@ def test_image_folder(tmp_path):
     for cls in ("cat", "dog"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(np.random.randint(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+            img = Image.fromarray(np.random.randint(0, 256, (6, 6, 3), dtype=np.uint8))
+            img.save(tmp_path / "imgs" / cls / f"{i}.png")
     d = load_data(str(tmp_path / "imgs"))
     x, y = d.tensors()
     assert x.shape == (6, 3, 6, 6) and y.tolist() == [0, 0, 0, 1, 1, 1] and d.num_classes == 2

@@ -123,10 +123,13 @@ class Ctx:
                     seed=self.opts["seed"], data_root=self.opts.get("data_root"),
                     download=self.opts.get("download", False))
 
-    def load_model(self):
+    def load_model(self, checkpoint: str | None = None):
         from ..loading import load_model
 
-        return load_model(**self.model_kwargs())
+        kw = self.model_kwargs()
+        if checkpoint is not None:
+            kw["checkpoint"] = checkpoint
+        return load_model(**kw)
 
     def load_data(self, split: str | None = None):
         from ..data import load_data

@@ -66,3 +66,10 @@ def render_curvature(ctx: Ctx, result) -> None:
                                          f"accuracy {fmt(s.get('accuracy'))}"))
     if s.get("not_converged"):
         ctx.notice(f"{s['not_converged']} sample(s) did not converge within --max-iter (marked converged: false)")
+
+
+def curvature_options(ctx: Ctx, **kw):
+    """CurvatureOptions at their defaults, seeded from --seed, with ``kw`` overrides."""
+    from ..geometry import CurvatureOptions
+
+    return CurvatureOptions(seed=ctx.seed, **kw)

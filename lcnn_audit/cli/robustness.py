@@ -1,0 +1,117 @@
+"""``lcnn-audit grad-robustness`` and ``lcnn-audit discrepancy`` (LCNN Fig. 2 and Table 3)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import app
+from .common import Ctx, command_options, parse_float_list
+from .curvature import curvature_options
+from .render import fmt
+
+R = "Gradient robustness"
+
+
+@app.command("grad-robustness")
+@command_options("model", "data", "output", "resume")
+def grad_robustness_cmd(
+    ctx: Ctx,
+    more: Annotated[list[str] | None, typer.Option("--compare", help="Further checkpoints to compare (repeat the "
+                                                   "option); they share --arch/--normalize.", rich_help_panel=R)]
+    = None,
+    radii: Annotated[str | None, typer.Option(help="Comma-separated noise norms (default: 9 log-spaced in "
+                                                   "[1e-3, 1e-1]).", rich_help_panel=R)] = None,
+    draws: Annotated[int, typer.Option(help="Random directions per sample.", rich_help_panel=R)] = 4,
+    adversarial: Annotated[bool, typer.Option(help="Also find the worst gradient change on each sphere.",
+                                              rich_help_panel=R)] = False,
+    adv_steps: Annotated[int, typer.Option(help="Projected ascent steps for --adversarial.",
+                                           rich_help_panel=R)] = 5,
+    plot: Annotated[Path | None, typer.Option(help="Write a log-log PNG of the curves.", rich_help_panel=R)] = None,
+    target: Annotated[str, typer.Option(help="f: loss or logit (as in curvature).", rich_help_panel=R)] = "loss",
+    smooth_relu: Annotated[float | None, typer.Option(help="Measure with ReLU -> softplus(BETA).",
+                                                      rich_help_panel=R)] = None,
+) -> None:
+    """Relative gradient change ‖∇f(x+ε)−∇f(x)‖/‖∇f(x)‖ against ‖ε‖, with Proposition 1's
+    theory (LCNN Fig. 2). Pass several checkpoints to compare them side by side."""
+    from ..geometry.robustness import DEFAULT_RADII, GradRobustnessOptions, combine_models, grad_robustness
+
+    opts = GradRobustnessOptions(radii=tuple(parse_float_list(radii, "--radii") or DEFAULT_RADII), draws=draws,
+                                 adversarial=adversarial, adv_steps=adv_steps,
+                                 curvature=curvature_options(ctx, target=target, smooth_relu=smooth_relu))
+    opts.validate()
+    data = ctx.load_data()
+    checkpoints = [ctx.checkpoint_path, *(more or [])]
+    results = []
+    for k, ck in enumerate(checkpoints):
+        model = ctx.load_model(checkpoint=ck)
+        with ctx.progress(f"grad-robustness {Path(ck).name}") as bar:
+            kw = ctx.run_kwargs if k == 0 and len(checkpoints) == 1 else {}
+            results.append(grad_robustness(model, data, opts, batch_size=ctx.batch_size, progress=bar,
+                                           config={"checkpoint": ck, "model": model.recipe}, **kw))
+    result = results[0] if len(results) == 1 else combine_models(results, checkpoints)
+    render_grad_robustness(ctx, result)
+    if plot:
+        from ..geometry.robustness import model_summaries
+        from ..plots import grad_robustness_figure
+
+        grad_robustness_figure(model_summaries(result), plot)
+        ctx.print(f"wrote {plot}")
+    ctx.finish(result)
+
+
+def render_grad_robustness(ctx: Ctx, result) -> None:
+    from ..geometry.robustness import model_summaries
+
+    for name, s in model_summaries(result):
+        for note in s.get("notices", []):
+            ctx.notice(note)
+        t = Table(title=f"gradient robustness: {name} (n={s['n']}, δ = max C_f = {fmt(s['delta'])})",
+                  title_justify="left")
+        cols = ["‖ε‖", "mean", "median", "p95", "r·E[C] (quad.)", "rδe^(rδ) bound", "|Δf| mean", "Prop.2 quad."]
+        adv = "adv_mean" in s["curves"][0]
+        cols += ["adv mean"] if adv else []
+        for c in cols:
+            t.add_column(c, justify="right")
+        for c in s["curves"]:
+            row = [c["radius"], c["mean"], c["median"], c["p95"], c["quadratic"], c["bound"], c["loss_change_mean"],
+                   c["loss_change_quadratic_mean"]] + ([c["adv_mean"]] if adv else [])
+            t.add_row(*(fmt(v) for v in row))
+        ctx.print(t)
+
+
+@app.command()
+@command_options("model", "data", "output", "resume")
+def discrepancy(
+    ctx: Ctx,
+    train_data: Annotated[str | None, typer.Option(help="Training data if not --data's train split (e.g. a tensor "
+                                                         "file).", rich_help_panel="Data")] = None,
+    target: Annotated[str, typer.Option(help="f: loss or logit.", rich_help_panel="Geometry")] = "loss",
+    smooth_relu: Annotated[float | None, typer.Option(help="Measure with ReLU -> softplus(BETA).",
+                                                      rich_help_panel="Geometry")] = None,
+) -> None:
+    """Train-test discrepancy Δtt g = |g(test) − g(train)|/g(test) of the mean gradient norm,
+    Hessian norm and curvature (LCNN Table 3). The train split is read without augmentation."""
+    from ..data import load_data
+    from ..geometry.robustness import discrepancy as run
+
+    opts = curvature_options(ctx, target=target, smooth_relu=smooth_relu)
+    model = ctx.load_model()
+    test = ctx.load_data("test")
+    train = load_data(**{**ctx.data_kwargs("train"), **({"spec": train_data} if train_data else {})})
+    with ctx.progress("discrepancy") as bar:
+        result = run(model, train, test, opts, batch_size=ctx.batch_size, progress=bar,
+                     config={"checkpoint": ctx.checkpoint_path, "model": model.recipe}, **ctx.run_kwargs)
+    render_discrepancy(ctx, result)
+    ctx.finish(result)
+
+
+def render_discrepancy(ctx: Ctx, result) -> None:
+    s = result.summary
+    t = Table(title=f"train-test discrepancy (n_train={s['n_train']}, n_test={s['n_test']})", title_justify="left")
+    for c in ("measure", "train mean", "test mean", "Δtt"):
+        t.add_column(c, justify="right")
+    for g, d in s["delta_tt"].items():
+        t.add_row(g, fmt(s["train"][g]["mean"]), fmt(s["test"][g]["mean"]), fmt(d))
+    ctx.print(t)
