@@ -435,8 +435,17 @@ def _as_list(v):
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto``: CUDA if available, else CPU. Under torchrun, ``auto``/``cuda`` mean this
+    process's ``cuda:LOCAL_RANK``."""
+    from .distributed import local_rank
+
+    if device is None or str(device) in ("auto", "cuda"):
+        if not torch.cuda.is_available():
+            if str(device) == "cuda":
+                raise UsageError("--device cuda requested but CUDA is not available; use --device cpu")
+            return torch.device("cpu")
+        lr = local_rank()
+        return torch.device("cuda", lr) if lr is not None else torch.device("cuda")
     try:
         dev = torch.device(device)
     except RuntimeError:

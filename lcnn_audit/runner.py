@@ -60,11 +60,15 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
-    """Contiguous, deterministic shard [lo, hi) of n positions for ``rank``."""
-    base, extra = divmod(n, world)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (1 if rank < extra else 0)
+def shard_bounds(n: int, rank: int, world: int, batch_size: int = 1) -> tuple[int, int]:
+    """Contiguous, deterministic shard [lo, hi) of n positions for ``rank``, cut at whole
+    batches: every batch then holds the same samples as in a single-process run, so the
+    per-sample results are bitwise identical whatever the number of processes."""
+    batches = -(-n // batch_size)
+    base, extra = divmod(batches, world)
+    lo_b = rank * base + min(rank, extra)
+    hi_b = lo_b + base + (1 if rank < extra else 0)
+    return min(lo_b * batch_size, n), min(hi_b * batch_size, n)
 
 
 def run_batches(
@@ -79,7 +83,7 @@ def run_batches(
 ) -> RunOutput:
     """Run ``compute`` over ``data`` in batches; see the module docstring."""
     rank, world = dist_info()
-    lo, hi = shard_bounds(len(data), rank, world)
+    lo, hi = shard_bounds(len(data), rank, world, batch_size)
     fp = fingerprint(config or {})
     state_path = Path(state_path) if state_path else None
     if world > 1 and state_path is not None:

@@ -38,9 +38,11 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
 def test_shards_cover_everything_once():
     for n in (0, 1, 7, 100):
         for world in (1, 2, 3, 8):
-            spans = [shard_bounds(n, r, world) for r in range(world)]
-            assert spans[0][0] == 0 and spans[-1][1] == n
-            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+            for bs in (1, 4, 32):
+                spans = [shard_bounds(n, r, world, bs) for r in range(world)]
+                assert spans[0][0] == 0 and spans[-1][1] == n
+                assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+                assert all(lo % bs == 0 or lo == n for lo, _ in spans)  # cut at whole batches
 
 
 def test_per_sample_rng_is_batch_independent_and_well_distributed():

@@ -16,4 +16,11 @@ from . import commands  # noqa: E402,F401  (registers the commands on ``app``)
 
 
 def main() -> None:
-    app()
+    """Entry point; under torchrun (WORLD_SIZE > 1) the process group is set up first."""
+    from ..distributed import init_from_env, shutdown
+
+    init_from_env()
+    try:
+        app()
+    finally:
+        shutdown()

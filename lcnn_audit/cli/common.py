@@ -69,7 +69,9 @@ PARAMS = {
             "/usr/share/datasets/fashion-mnist)."))], None),
         ("split", Annotated[str, _opt("--split", panel=D, help="train or test (train is read without "
                                                                "augmentation).")], "test"),
-        ("n", Annotated[int | None, _opt("--n", panel=D, help="Audit a seeded random subset of N samples.")],
+        ("n", Annotated[int | None, _opt("--n", "--num-samples", panel=D, help=(
+            "Audit a seeded random subset of N samples (under torchrun write --num-samples: torchrun "
+            "reads --n as an abbreviation of its own options)."))],
          None),
         ("seed", Annotated[int, _opt("--seed", panel=D, help="Seed for the subset and all random draws.")], 0),
         ("batch_size", Annotated[int, _opt("--batch-size", panel=D, help="Samples per batch.", min=1)], 128),

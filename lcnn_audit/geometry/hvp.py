@@ -64,3 +64,47 @@ class BatchedHVP:
         if hv is None:  # the gradient has a graph, but not back to x: an op dropped its derivative
             raise ModelError(_NO_SECOND_DERIVATIVE)
         return hv.detach()
+
+
+class CompactingHVP:
+    """Per-sample HVPs for the samples still active, on a graph rebuilt for them.
+
+    Batched Lanczos stops samples one by one; running the remaining ones on the full-batch
+    graph would make every sample pay for the slowest. When the active samples fall to at
+    most ``shrink`` of the current graph's batch, the graph is rebuilt on those alone (a
+    forward+backward of the subset; the rebuilds add at most ~2 full-batch passes in total).
+    ``__call__(v, active)`` takes (B, d) vectors for the whole batch and returns (B, d) with
+    zeros for inactive rows.
+    """
+
+    def __init__(self, full: BatchedHVP, objective_for, shrink: float = 0.5):
+        self.full = full
+        self.objective_for = objective_for  # index tensor -> objective for those samples
+        self.shrink = shrink
+        self.cur = full
+        self.cur_idx: torch.Tensor | None = None  # None: the full batch
+        self.rebuilds = 0
+
+    @property
+    def count(self) -> int:
+        return self.full.count
+
+    def __call__(self, v: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+        B = v.shape[0]
+        shape = self.full.x.shape
+        if active is None:
+            return self.full(v.view(shape)).reshape(B, -1)
+        idx = active.nonzero().squeeze(1)
+        size = B if self.cur_idx is None else len(self.cur_idx)
+        if 0 < len(idx) <= self.shrink * size:
+            x = self.full.x.detach()[idx]
+            self.cur = BatchedHVP(self.objective_for(idx), x)
+            self.cur_idx = idx
+            self.rebuilds += 1
+        if self.cur_idx is None:
+            return self.full(v.view(shape)).reshape(B, -1)
+        out = torch.zeros_like(v)
+        sub = v[self.cur_idx].view(len(self.cur_idx), *shape[1:])
+        self.full.count += 1
+        out[self.cur_idx] = self.cur(sub).reshape(len(self.cur_idx), -1)
+        return out

@@ -65,12 +65,15 @@ def lanczos(
     atol: float = 0.0,
     restart: Callable[[int], torch.Tensor] | None = None,
     keep_basis: bool = False,
+    pass_active: bool = False,
 ) -> SpectralResult:
     """Top-``k`` (by magnitude) eigenpairs of each sample's operator.
 
     ``matvec`` maps (B, d) to (B, d), one symmetric operator per row. ``q0`` (B, d) are the
     start vectors. ``restart(j)`` returns fresh (B, d) vectors when a sample's Krylov space
-    becomes invariant before ``k`` Ritz values exist (exact breakdown).
+    becomes invariant before ``k`` Ritz values exist (exact breakdown). With
+    ``pass_active`` the matvec is called as ``matvec(v, active)`` so that it can skip the
+    samples that have stopped (rows of inactive samples are ignored).
     """
     B, d = q0.shape
     m = max(1, min(max_iter, d))
@@ -88,7 +91,7 @@ def lanczos(
     breakdown_rel = 100 * torch.finfo(dt).eps
     for j in range(m):
         q = Q[:, j]
-        w = matvec(q)
+        w = matvec(q, active) if pass_active else matvec(q)
         a = (w * q).sum(1)
         w = w - a[:, None] * q
         if j > 0:

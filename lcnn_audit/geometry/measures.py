@@ -30,7 +30,7 @@ from torch import nn
 from .. import rng
 from ..errors import UsageError
 from .gauss_newton import gauss_newton_hvp, gauss_newton_spectrum, is_piecewise_linear
-from .hvp import BatchedHVP
+from .hvp import BatchedHVP, CompactingHVP
 from .jacobian import jacobian_measures, jacobian_measures_estimate, logit_jacobian
 from .lanczos import SpectralResult, lanczos, power_iteration
 from .objective import check_target, input_gradient, make_objective, resolve_labels
@@ -148,7 +148,8 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     else:
         q0 = _start_vectors(g, index, opts, STREAM_START)
         if method == "lanczos":
-            res = lanczos(matvec, q0, k=k, max_iter=opts.max_iter, tol=opts.tol, atol=opts.atol,
+            compact = CompactingHVP(hvp, lambda idx: make_objective(model, labels[idx], opts.target))
+            res = lanczos(compact, q0, k=k, max_iter=opts.max_iter, tol=opts.tol, atol=opts.atol, pass_active=True,
                           restart=lambda j: rng.per_sample_normal(opts.seed, STREAM_RESTART + 16 * (j + 1), index,
                                                                   (q0.shape[1],), q0.dtype).to(q0.device),
                           keep_basis=opts.fro_probes > 0)
