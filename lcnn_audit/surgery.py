@@ -117,9 +117,12 @@ def _functional_kind(node: fx.Node, kinds) -> str | None:
 def _rewrite_graph(gm: fx.GraphModule, factory, kinds, report: SwapReport):
     seen: dict[str, int] = {}
     counter = 0
+    # the modules as traced: a shared instance is replaced at its first call site, so later
+    # call sites must be classified by the original module, not by what the name holds now
+    original = {n.target: gm.get_submodule(n.target) for n in gm.graph.nodes if n.op == "call_module"}
     for node in list(gm.graph.nodes):
         if node.op == "call_module":
-            mod = gm.get_submodule(node.target)
+            mod = original[node.target]
             if not _kind_of(mod, kinds):
                 continue
             k = seen.get(node.target, 0)
