@@ -293,3 +293,14 @@ def test_label_pred_uses_predicted_class():
     b, _ = run(model, x, pred)
     assert torch.equal(a["label"], pred)
     assert torch.allclose(a["grad_norm"], b["grad_norm"])
+
+
+def test_spectrally_normalised_relu_net_is_still_piecewise_linear():
+    from lcnn_audit.geometry.gauss_newton import is_piecewise_linear
+
+    sn = torch.nn.utils.parametrizations.spectral_norm
+    model = nn.Sequential(nn.Flatten(), sn(nn.Linear(64, 10)), nn.ReLU(), nn.Linear(10, 3)).eval()
+    assert is_piecewise_linear(model) and not is_piecewise_linear(nn.Sequential(nn.Tanh()))
+    x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 3, (4,))
+    _, method = run(model, x, y)
+    assert method == "gauss-newton"

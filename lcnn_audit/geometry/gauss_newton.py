@@ -37,7 +37,9 @@ def is_piecewise_linear(model: nn.Module) -> bool:
     numerically too (see ``measures``)."""
     from ..loading import Normalize  # noqa: PLC0415
 
-    for m in model.modules():
+    for name, m in model.named_modules():
+        if ".parametrizations." in f".{name}.":
+            continue  # weight transforms (e.g. spectral norm) act on parameters, not on the input
         if len(list(m.children())) == 0 and not isinstance(m, (*PIECEWISE_LINEAR, Normalize)):
             return False
     return True
