@@ -61,10 +61,26 @@ def _render_discrepancy(ctx, result):
     render_discrepancy(ctx, result)
 
 
+def _attack(n, progress):
+    from .attacks import AttackOptions, attack_audit
+
+    # PGD-L2 over the LCNN paper's Table 2 sweep, 5 steps (plus the masking checks)
+    return attack_audit(load_model("demo"), load_data("demo", n=n),
+                        AttackOptions(attacks=("pgd",), norms=("l2",), eps=(0.05, 0.1, 0.15, 0.2), steps=5),
+                        batch_size=128, progress=progress, config={"checkpoint": "demo"})
+
+
+def _render_attack(ctx, result):
+    from .cli.attack import render_attack
+
+    render_attack(ctx, result)
+
+
 DEMO_STEPS: list[DemoStep] = [
     DemoStep("curvature", "curvature audit", _curvature, _render_curvature),
     DemoStep("grad_robustness", "gradient robustness", _grad_robustness, _render_grad_robustness),
     DemoStep("discrepancy", "train-test discrepancy", _discrepancy, _render_discrepancy),
+    DemoStep("attack", "adversarial robustness (PGD-L2)", _attack, _render_attack),
 ]
 
 

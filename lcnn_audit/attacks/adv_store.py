@@ -1,0 +1,82 @@
+"""``--save-adv``: adversarial examples as one safetensors file, resumable per batch.
+
+Each batch writes a shard ``<PATH>.partial/<first index>.safetensors`` (atomically); a
+resumed run recomputes only the batches it lacks, and the finished run merges the shards,
+in dataset order, into ``PATH`` (atomically) and removes them.
+
+The merged file holds, for N samples:
+
+* ``index`` (int64), ``label`` (int64), ``x`` (the clean inputs, float32);
+* per norm p: ``x_adv_<p>`` (float32, N×…): the adversarial example found at the smallest
+  eps of the sweep (clean x where none was found), ``first_eps_<p>`` (float32: that eps,
+  inf if none) and ``attack_<p>`` (int8 code of the attack that found it, −1 if none).
+
+The metadata holds ``lcnn_audit.attack_codes`` (JSON list: code → attack), ``eps`` (JSON
+per norm) and ``config``. Under torchrun the shards must be on a filesystem every rank
+shares; rank 0 merges them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckFailedError
+from ..io import write_with
+
+SHARD_SUFFIX = ".safetensors"
+
+
+class AdvStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.dir = self.path.with_name(self.path.name + ".partial")
+
+    def reset(self) -> None:
+        """Forget shards from an earlier run (called when not resuming)."""
+        if self.dir.is_dir():
+            for f in self.dir.glob("*" + SHARD_SUFFIX):
+                f.unlink()
+
+    def write(self, tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        first = int(tensors["index"].min())
+        data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_with(self.dir / f"{first:012d}{SHARD_SUFFIX}", lambda tmp: save_file(data, str(tmp)))
+
+    def merge(self, indices: torch.Tensor, metadata: dict[str, str]) -> Path:
+        """Concatenate the shards covering ``indices`` into ``self.path``; remove the shards."""
+        from safetensors.torch import load_file, save_file
+
+        shards = sorted(self.dir.glob("*" + SHARD_SUFFIX)) if self.dir.is_dir() else []
+        parts = [load_file(str(f)) for f in shards]
+        wanted = set(indices.tolist())
+        parts = [p for p in parts if set(p["index"].tolist()) <= wanted]
+        merged: dict[str, torch.Tensor] = {}
+        if parts:
+            keys = parts[0].keys()
+            merged = {k: torch.cat([p[k] for p in parts]) for k in keys}
+            order = merged["index"].argsort()
+            merged = {k: v[order].contiguous() for k, v in merged.items()}
+        got = merged.get("index", torch.zeros(0, dtype=torch.long))
+        if got.numel() != indices.numel() or not torch.equal(got, indices.sort().values.to(got.dtype)):
+            raise CheckFailedError(
+                f"--save-adv: shards in {self.dir} cover {got.numel()} of {indices.numel()} samples; under torchrun "
+                "every rank must see the same filesystem (rerun without --save-adv or on a shared disk)")
+        write_with(self.path, lambda tmp: save_file(merged, str(tmp), metadata=metadata))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.path, 0o666 & ~umask)  # safetensors creates its file 0600; use the user's usual mode
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.path
+
+
+def attack_codes_metadata(codes: list[str], eps: dict[str, list[float]], config: dict) -> dict[str, str]:
+    return {"lcnn_audit.attack_codes": json.dumps(codes), "lcnn_audit.eps": json.dumps(eps),
+            "lcnn_audit.config": json.dumps(config, default=str)}

@@ -1,0 +1,392 @@
+"""``attack_audit``: the robustness audit behind ``lcnn-audit attack``.
+
+Protocol (GUIDE §3):
+
+* the model runs in eval mode, fp32, on inputs in [0, 1] (normalisation inside), and
+  returns logits; its mode and ``requires_grad`` flags are restored afterwards;
+* only originally correct points are attacked, and every accuracy divides by all n points;
+* each (attack, norm) runs over the eps sweep in ascending order; a sample broken at eps_i
+  counts as broken at every eps_j > eps_i (its adversarial example is in the larger ball),
+  and only still-robust samples are attacked at the next eps; restarts keep the best
+  iterate, so every robust accuracy is the per-sample worst case over restarts and smaller
+  eps and never rises with eps; ``worst_case`` is the per-sample worst case over every
+  attack that ran (including the masking check's longer PGD run);
+* every x_adv is re-checked (:func:`lcnn_audit.attacks.base.recheck`): shape, finiteness,
+  [0, 1], ‖x_adv − x‖ ≤ eps + tolerance, and a fresh forward pass decides whether it is
+  misclassified. A failed check raises :class:`~lcnn_audit.errors.CheckFailedError`.
+  AutoAttack's own claims (its ``y_adv``) must agree with the fresh pass on a deterministic
+  model, or that is a failed check too.
+
+Robust accuracies carry exact Clopper-Pearson 95 % intervals (:mod:`.stats`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import ImageData
+from ..errors import CheckFailedError, ModelError
+from ..geometry.state import measurement_state
+from ..loading import check_model_data
+from ..results import AuditResult, environment, summarize
+from ..runner import Progress, dist_info, run_batches
+from .adv_store import AdvStore, attack_codes_metadata
+from .autoattack import load_autoattack
+from .base import flat_norm, input_gradient, recheck
+from .flags import compute_flags, large_eps
+from .options import MINIMAL_NORM, WORST, AttackOptions, eps_key
+from .pgd import PGD
+from .stats import clopper_pearson
+
+BASE_FIELDS = ("index", "label", "pred", "correct", "grad_norm", "zero_grad", "nondeterministic")
+FIELD_GROUPS = ("robust_", "deepfool_norm", "cw_norm", "autoattack_by_", "autoattack_checks_", "check_")
+#: Normalised logits differing by more than this across passes count as nondeterministic (AutoAttack's alpha).
+NONDETERMINISM_TOL = 1e-4
+MORE_STEPS = "pgd_more_steps"
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _check_fp32(model: nn.Module) -> None:
+    other = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
+    if other:
+        raise ModelError(f"attack audits run in fp32, but the model has {', '.join(other)} parameters; "
+                         "convert it with model.float()")
+
+
+class _AdvCollector:
+    """Per batch and norm: the adversarial example found at the smallest eps (for --save-adv)."""
+
+    def __init__(self, x: torch.Tensor, num_eps: int, codes: list[str]):
+        self.x, self.num_eps, self.codes = x, num_eps, codes
+        n = x.shape[0]
+        self.x_adv = x.clone()
+        self.first = torch.full((n,), num_eps, dtype=torch.long, device=x.device)
+        self.pnorm = torch.full((n,), float("inf"), device=x.device)
+        self.code = torch.full((n,), -1, dtype=torch.int8, device=x.device)
+
+    def offer(self, pos: torch.Tensor, x_adv: torch.Tensor, j, attack: str, pnorm: torch.Tensor) -> None:
+        if pos.numel() == 0:
+            return
+        j = torch.as_tensor(j, device=pos.device).expand(pos.shape[0])
+        better = (j < self.first[pos]) | ((j == self.first[pos]) & (pnorm < self.pnorm[pos]))
+        sel = pos[better]
+        self.x_adv[sel] = x_adv[better]
+        self.first[sel] = j[better]
+        self.pnorm[sel] = pnorm[better].float()
+        self.code[sel] = self.codes.index(attack)
+
+    def tensors(self, norm: str, eps: list[float]) -> dict[str, torch.Tensor]:
+        table = torch.tensor(list(eps) + [float("inf")], device=self.first.device)
+        return {f"x_adv_{norm}": self.x_adv.float(), f"first_eps_{norm}": table[self.first].float(),
+                f"attack_{norm}": self.code}
+
+
+class _BatchAudit:
+    """Computes every per-sample field of one batch (the ``compute`` of :func:`run_batches`)."""
+
+    def __init__(self, model, options: AttackOptions, device, store: AdvStore | None, codes: list[str]):
+        self.m, self.opts, self.device, self.store, self.codes = model, options, device, store, codes
+        self.plan = options.plan()
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.attacked: dict[str, int] = defaultdict(int)
+
+    def __call__(self, batch) -> dict:
+        m = self.m
+        x = batch.x.to(self.device, torch.float32)
+        y = batch.y.to(self.device)
+        idx = batch.index.to(self.device)
+        with torch.no_grad():
+            passes = [m(x) for _ in range(3)]
+        pred = passes[0].argmax(dim=1)
+        correct = pred == y
+        unit = [p / (p.norm(dim=1, keepdim=True) + 1e-10) for p in passes]
+        nondet = torch.zeros_like(correct)
+        for p, u in zip(passes[1:], unit[1:], strict=True):
+            nondet |= (p.argmax(dim=1) != pred) | ((u - unit[0]).norm(dim=1) > NONDETERMINISM_TOL)
+        g, _, _ = input_gradient(m, x, y, "ce")
+        fields: dict = {"index": batch.index, "label": batch.y, "pred": pred, "correct": correct,
+                        "grad_norm": flat_norm(g, "l2"), "zero_grad": g.flatten(1).abs().sum(dim=1) == 0,
+                        "nondeterministic": nondet}
+        deterministic = not bool(nondet.any())
+        shard = {"index": batch.index, "label": batch.y, "x": x} if self.store else None
+        for norm in self.opts.norms:
+            collector = _AdvCollector(x, len(self.opts.eps_for(norm)), self.codes) if self.store else None
+            self._norm(norm, x, y, idx, correct, deterministic, fields, collector)
+            if collector is not None:
+                shard.update(collector.tensors(norm, self.opts.eps_for(norm)))
+        if self.store:
+            self.store.write(shard)
+        return fields
+
+    # ------------------------------------------------------------------ per norm
+
+    def _norm(self, norm, x, y, idx, correct, deterministic, fields, collector) -> None:
+        eps_list = self.opts.eps_for(norm)
+        keys = [eps_key(e) for e in eps_list]
+        n = x.shape[0]
+        worst = torch.zeros(n, len(eps_list), dtype=torch.bool, device=x.device)
+        for attack in [a for a, nn_ in self.plan if nn_ == norm]:
+            t0 = time.perf_counter()
+            if attack in MINIMAL_NORM:
+                broken = self._minimal(attack, norm, x, y, idx, correct, eps_list, fields, collector)
+            else:
+                broken = self._bounded(attack, norm, x, y, idx, correct, eps_list, deterministic, fields, collector)
+            self.seconds[attack] += time.perf_counter() - t0
+            for j, k in enumerate(keys):
+                fields[f"robust_{attack}_{norm}_{k}"] = correct & ~broken[:, j]
+            worst |= broken
+        if self.opts.masking_checks and norm in PGD.norms:
+            t0 = time.perf_counter()
+            self._checks(norm, x, y, idx, correct, eps_list, worst, fields, collector)
+            self.seconds["masking_checks"] += time.perf_counter() - t0
+        for j, k in enumerate(keys):
+            fields[f"robust_{WORST}_{norm}_{k}"] = correct & ~worst[:, j]
+
+    def _attack(self, attack, norm, eps, x, y, idx, what, steps=None):
+        """Run one eps-bounded attack and re-check its output; returns (x_adv, recheck, raw output)."""
+        atk = self.opts.build(attack, norm, eps, steps=steps)
+        self.attacked[attack] += x.shape[0]
+        out = atk.run(self.m, x, y, idx) if attack == "autoattack" else None
+        x_adv = out.x_adv if out is not None else atk(self.m, x, y, idx)
+        return x_adv, recheck(self.m, x, x_adv, y, norm, eps, what), out
+
+    def _bounded(self, attack, norm, x, y, idx, correct, eps_list, deterministic, fields, collector):
+        n = x.shape[0]
+        broken = torch.zeros(n, len(eps_list), dtype=torch.bool, device=x.device)
+        for j, eps in enumerate(eps_list):
+            prev = broken[:, j - 1] if j else torch.zeros_like(correct)
+            act = (correct & ~prev).nonzero().squeeze(1)
+            by, checks = [""] * n, [""] * n
+            if act.numel():
+                what = f"{attack} {norm} eps={eps:g}"
+                x_adv, rc, out = self._attack(attack, norm, eps, x[act], y[act], idx[act], what)
+                if out is not None:
+                    self._autoattack_claims(out, rc, y[act], deterministic, what)
+                    raised = ",".join(k for k, v in out.flags.items() if v)
+                    for pos, i in enumerate(act.tolist()):
+                        by[i] = (out.broken_by[pos] or "unknown") if bool(rc.adversarial[pos]) else ""
+                        checks[i] = raised
+                hit = act[rc.adversarial]
+                broken[hit, j] = True
+                if collector is not None:
+                    collector.offer(hit, x_adv[rc.adversarial], j, attack, rc.norm[rc.adversarial])
+            broken[:, j] |= prev
+            if attack == "autoattack":
+                fields[f"autoattack_by_{norm}_{eps_key(eps)}"] = by
+                fields[f"autoattack_checks_{norm}_{eps_key(eps)}"] = checks
+        return broken
+
+    @staticmethod
+    def _autoattack_claims(out, rc, y, deterministic, what) -> None:
+        claimed = out.y_adv != y
+        unconfirmed = claimed & ~rc.adversarial
+        if deterministic and bool(unconfirmed.any()):
+            raise CheckFailedError(f"{what}: AutoAttack reported {int(unconfirmed.sum())} sample(s) misclassified "
+                                   "that a fresh forward pass classifies correctly")
+
+    def _minimal(self, attack, norm, x, y, idx, correct, eps_list, fields, collector):
+        n = x.shape[0]
+        broken = torch.zeros(n, len(eps_list), dtype=torch.bool, device=x.device)
+        dist_field = torch.zeros(n, device=x.device)
+        act = correct.nonzero().squeeze(1)
+        if act.numel():
+            atk = self.opts.build(attack, norm)
+            self.attacked[attack] += act.numel()
+            out = atk.run(self.m, x[act], y[act], idx[act])
+            rc = recheck(self.m, x[act], out.x_adv, y[act], norm, None, f"{attack} {norm}")
+            found = rc.adversarial
+            dist_field[act] = torch.where(found, rc.norm, torch.full_like(rc.norm, float("inf")))
+            eps_t = torch.tensor(eps_list, device=x.device)
+            first = torch.searchsorted(eps_t, rc.norm.contiguous(), right=False)  # first eps >= norm
+            for j in range(len(eps_list)):
+                broken[act[found & (first <= j)], j] = True
+            if collector is not None:
+                ok = found & (first < len(eps_list))
+                collector.offer(act[ok], out.x_adv[ok], first[ok], attack, rc.norm[ok])
+        fields[f"{attack}_norm"] = dist_field
+        return broken
+
+    def _checks(self, norm, x, y, idx, correct, eps_list, worst, fields, collector) -> None:
+        n = x.shape[0]
+        if any(a == "pgd" and nn_ == norm for a, nn_ in self.plan):
+            j = len(eps_list) // 2
+            eps = eps_list[j]
+            more = torch.zeros(n, dtype=torch.bool, device=x.device)
+            act = correct.nonzero().squeeze(1)
+            if act.numel():
+                steps = self.opts.steps * self.opts.steps_factor
+                x_adv, rc, _ = self._attack("pgd", norm, eps, x[act], y[act], idx[act],
+                                            f"pgd {norm} eps={eps:g} with {steps} steps (masking check)", steps=steps)
+                more[act[rc.adversarial]] = True
+                if collector is not None:
+                    collector.offer(act[rc.adversarial], x_adv[rc.adversarial], j, MORE_STEPS,
+                                    rc.norm[rc.adversarial])
+            fields[f"check_more_steps_{norm}_{eps_key(eps)}"] = correct & ~more
+            worst[:, j:] |= more.unsqueeze(1)
+        big = large_eps(norm, x[0].numel())
+        survivors = correct & ~worst[:, -1]
+        act = survivors.nonzero().squeeze(1)
+        if act.numel():
+            _, rc, _ = self._attack("pgd", norm, big, x[act], y[act], idx[act],
+                                    f"pgd {norm} eps={big:g} (large-eps masking check)")
+            survivors[act[rc.adversarial]] = False
+        fields[f"check_large_eps_{norm}"] = survivors
+
+
+def attack_audit(
+    model: nn.Module,
+    data: ImageData,
+    options: AttackOptions | None = None,
+    *,
+    batch_size: int = 128,
+    state_path=None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    config: dict | None = None,
+    save_adv=None,
+) -> AuditResult:
+    """Robust accuracy of ``model`` on ``data`` under ``options``' attacks (see the module docstring).
+
+    ``summary`` holds ``clean_accuracy``, ``results`` (one entry per (attack, norm, eps),
+    plus ``worst_case`` entries, each with ``robust_accuracy``, ``ci_low``, ``ci_high``, ``n``),
+    ``flags`` and ``flag_messages``, and the same numbers nested as
+    ``summary[attack][norm][eps_key]``. ``save_adv`` writes the adversarial examples as
+    safetensors (see :mod:`.adv_store`). With ``state_path`` the run is resumable per batch.
+    """
+    opts = (options or AttackOptions()).validate()
+    device = model_device(model)
+    _check_fp32(model)
+    cfg = {"options": opts.to_dict(), "data": data.describe(), "batch_size": batch_size, **(config or {})}
+    if save_adv is not None:
+        cfg["save_adv"] = str(save_adv)
+    aa_package = None
+    if any(a == "autoattack" for a, _ in opts.plan()):
+        pkg = load_autoattack()
+        aa_package = f"{pkg.__name__} {getattr(pkg, '__version__', '')}".strip()
+    store = AdvStore(save_adv) if save_adv is not None else None
+    if store is not None:
+        _prepare_store(store, resume, state_path)
+    codes = list(opts.attacks) + [MORE_STEPS]
+    probe = data.get(torch.arange(min(len(data), 2)))
+    t0 = time.perf_counter()
+    with measurement_state(model) as prep:
+        num_classes = check_model_data(prep.model, probe.x.to(device), probe.y.to(device))
+        compute = _BatchAudit(prep.model, opts, device, store, codes)
+        run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
+                          progress=progress)
+    per_sample = _ordered(run.per_sample)
+    summary = _summary(per_sample, opts)
+    summary["num_classes"] = num_classes
+    summary["notices"] = list(prep.notices) + list(opts.notices)
+    summary["checks"] = _checks_config(opts, data)
+    summary["flags"], summary["flag_messages"] = compute_flags(per_sample, opts)
+    if store is not None and run.complete and dist_info()[0] == 0:
+        meta = attack_codes_metadata(codes, {n: opts.eps_for(n) for n in opts.norms}, cfg)
+        summary["save_adv"] = str(store.merge(data.indices, meta))
+    env = environment(device)
+    if aa_package:
+        env["autoattack"] = aa_package
+    seconds = time.perf_counter() - t0
+    return AuditResult(
+        command="attack", config=cfg, summary=summary, per_sample=per_sample,
+        timing={"seconds": seconds, "samples_per_second": (len(data) - run.resumed_from) / max(run.seconds, 1e-9),
+                "attack_seconds": dict(compute.seconds), "attacked_samples": dict(compute.attacked)},
+        environment=env, complete=run.complete,
+    )
+
+
+def _prepare_store(store: AdvStore, resume: bool, state_path) -> None:
+    """Drop shards of an earlier run unless this run resumes one (rank 0 only, then a barrier)."""
+    rank, world = dist_info()
+    resuming = resume and state_path is not None and (
+        Path(state_path).exists() or Path(f"{state_path}.rank{rank}").exists())
+    if not resuming and rank == 0:
+        store.reset()
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _ordered(fields: dict[str, list]) -> dict[str, list]:
+    out = {k: fields[k] for k in BASE_FIELDS if k in fields}
+    for prefix in FIELD_GROUPS:
+        out.update({k: v for k, v in fields.items() if k.startswith(prefix) and k not in out})
+    out.update({k: v for k, v in fields.items() if k not in out})
+    return out
+
+
+def _summary(per_sample: dict[str, list], opts: AttackOptions) -> dict:
+    n = len(per_sample.get("index", []))
+    correct = sum(bool(v) for v in per_sample.get("correct", []))
+    lo, hi = clopper_pearson(correct, n)
+    summary: dict = {"n": n, "clean_accuracy": correct / n if n else float("nan"), "clean_correct": correct,
+                     "clean_ci_low": lo, "clean_ci_high": hi, "interval": "Clopper-Pearson exact, 95%",
+                     "results": []}
+    plan = opts.plan()
+    for norm in opts.norms:
+        for attack in [a for a, nn_ in plan if nn_ == norm] + [WORST]:
+            for eps in opts.eps_for(norm):
+                key = eps_key(eps)
+                vals = per_sample.get(f"robust_{attack}_{norm}_{key}")
+                if vals is None:
+                    continue
+                k = sum(bool(v) for v in vals)
+                lo, hi = clopper_pearson(k, n)
+                entry = {"robust_accuracy": k / n if n else float("nan"), "ci_low": lo, "ci_high": hi, "n": n,
+                         "robust": k}
+                summary["results"].append({"attack": attack, "norm": norm, "eps": eps, **entry})
+                summary.setdefault(attack, {}).setdefault(norm, {})[key] = entry
+    min_norm = {}
+    for attack in MINIMAL_NORM:
+        vals = per_sample.get(f"{attack}_norm")
+        if vals is None:
+            continue
+        attacked = [v for v, c in zip(vals, per_sample["correct"], strict=True) if c]
+        found = [v for v in attacked if v != float("inf")]
+        stats = summarize(found)
+        stats["count"] = len(found)
+        all_sorted = sorted(attacked)
+        min_norm[attack] = {"attacked": len(attacked), "found": len(found),
+                            "median_all": all_sorted[len(all_sorted) // 2] if all_sorted else float("nan"),
+                            **stats}
+    if min_norm:
+        summary["min_norm"] = min_norm
+    breakdown: dict = {}
+    for name, vals in per_sample.items():
+        if name.startswith("autoattack_by_"):
+            norm, key = name.removeprefix("autoattack_by_").split("_", 1)
+            counts: dict[str, int] = {}
+            for v in vals:
+                if v:
+                    counts[v] = counts.get(v, 0) + 1
+            breakdown.setdefault(norm, {})[key] = counts
+    if breakdown:
+        summary["autoattack_breakdown"] = breakdown
+    return summary
+
+
+def _checks_config(opts: AttackOptions, data: ImageData) -> dict:
+    if not opts.masking_checks:
+        return {"enabled": False}
+    numel = 1
+    for s in data.input_shape:
+        numel *= int(s)
+    out: dict = {"enabled": True, "large_eps": {}, "more_steps": {}}
+    for norm in opts.norms:
+        if norm not in PGD.norms:
+            continue
+        out["large_eps"][norm] = large_eps(norm, numel)
+        if ("pgd", norm) in opts.plan():
+            eps_list = opts.eps_for(norm)
+            out["more_steps"][norm] = {"eps": eps_list[len(eps_list) // 2],
+                                       "steps": opts.steps * opts.steps_factor}
+    return out

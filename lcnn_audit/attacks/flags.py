@@ -1,0 +1,165 @@
+"""Gradient-masking flags, computed from the per-sample fields of an attack audit.
+
+A flag is True (raised), False (checked, fine) or None (not checked in this run). Each
+raised flag comes with a one-line message. ``gradient_masking`` is True when any flag
+that signals masking or an unreliable evaluation is raised.
+
+===============================  ==========================================================
+flag                             raised when
+===============================  ==========================================================
+``large_eps_not_broken``         PGD at the box diameter (linf 1, l2 √d) leaves more than
+                                 ``LARGE_EPS_MAX_SHARE`` of the samples correctly classified
+``black_box_stronger``           AutoAttack's Square (black-box) breaks more than
+                                 ``BLACK_BOX_MAX_SHARE`` of the samples that every
+                                 white-box attack left intact (AutoAttack's 0.2 % criterion,
+                                 applied to the whole run instead of per batch)
+``zero_gradients``               some inputs have an exactly zero loss gradient (ours, or
+                                 AutoAttack's check)
+``nondeterministic``             predictions or logits change across repeated forward passes
+                                 (ours: 3 passes per batch; or AutoAttack's randomness check)
+``more_steps_higher_accuracy``   PGD with ``steps_factor``× the steps at the middle eps gives a
+                                 robust accuracy higher by more than ``MORE_STEPS_TOLERANCE``
+                                 and ``MORE_STEPS_MIN_SAMPLES`` samples
+``autoattack_softmax_output``    AutoAttack: the outputs look like probabilities, not logits
+``autoattack_dynamic_model``     AutoAttack: the forward pass calls autograd (dynamic defense)
+``autoattack_too_few_classes``   AutoAttack: too few classes for DLR/targeted attacks (not a
+                                 masking sign)
+``autoattack_other``             any other AutoAttack warning (not a masking sign)
+===============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from .autoattack import BLACK_BOX
+from .options import WHITE_BOX, AttackOptions, eps_key
+
+LARGE_EPS_MAX_SHARE = 0.01
+BLACK_BOX_MAX_SHARE = 0.002
+MORE_STEPS_TOLERANCE = 0.01
+MORE_STEPS_MIN_SAMPLES = 3
+MASKING = ("large_eps_not_broken", "black_box_stronger", "zero_gradients", "nondeterministic",
+           "more_steps_higher_accuracy", "autoattack_softmax_output", "autoattack_dynamic_model")
+FLAG_NAMES = ("gradient_masking",) + MASKING + ("autoattack_too_few_classes", "autoattack_other")
+
+
+def large_eps(norm: str, numel: int) -> float:
+    """The box diameter: every image in [0,1]^d lies within this distance of every other."""
+    return {"linf": 1.0, "l2": float(numel) ** 0.5, "l1": float(numel)}[norm]
+
+
+def _share(vals: list) -> float:
+    return sum(bool(v) for v in vals) / len(vals) if vals else 0.0
+
+
+def _any_check(per_sample: dict, prefix: str, name: str) -> bool:
+    return any(name in str(v).split(",") for k, vals in per_sample.items() if k.startswith(prefix) for v in vals)
+
+
+def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[dict, list[str]]:
+    """``(flags, messages)`` for the finished (or partial) per-sample fields."""
+    n = len(per_sample.get("index", []))
+    flags: dict[str, bool | None] = dict.fromkeys(FLAG_NAMES)
+    messages: list[str] = []
+    if n == 0:
+        return flags, messages
+    plan = options.plan()
+    ran_aa = any(a == "autoattack" for a, _ in plan)
+
+    def aa_check(name: str) -> bool | None:
+        return _any_check(per_sample, "autoattack_checks_", name) if ran_aa else None
+
+    # zero gradients
+    zero = sum(bool(v) for v in per_sample.get("zero_grad", []))
+    aa_zero = aa_check("zero_gradients")
+    flags["zero_gradients"] = zero > 0 or bool(aa_zero)
+    if zero:
+        messages.append(f"zero_gradients: {zero} of {n} inputs ({zero / n:.1%}) have an exactly zero loss gradient; "
+                        "gradient attacks cannot move them (saturated softmax or a non-differentiable step)")
+    elif aa_zero:
+        messages.append("zero_gradients: AutoAttack found points with zero gradient during its attacks")
+
+    # nondeterminism
+    nd = sum(bool(v) for v in per_sample.get("nondeterministic", []))
+    aa_rand = aa_check("randomized")
+    flags["nondeterministic"] = nd > 0 or bool(aa_rand)
+    if nd:
+        messages.append(f"nondeterministic: predictions or logits of {nd} of {n} inputs change across repeated "
+                        "forward passes (a randomized model needs EOT attacks: --attack autoattack --version rand)")
+    elif aa_rand:
+        messages.append("nondeterministic: AutoAttack's check says the model looks randomized "
+                        "(use --version rand)")
+
+    if options.masking_checks:
+        # robust at a very large eps
+        large = [k for k in per_sample if k.startswith("check_large_eps_")]
+        if large:
+            flags["large_eps_not_broken"] = False
+            for k in large:
+                share = _share(per_sample[k])
+                if share > LARGE_EPS_MAX_SHARE:
+                    flags["large_eps_not_broken"] = True
+                    norm = k.removeprefix("check_large_eps_")
+                    messages.append(f"large_eps_not_broken: PGD-{norm} at the box diameter still leaves "
+                                    f"{share:.1%} of the inputs correctly classified (should be ~0); the "
+                                    "gradients may be masked")
+        # more steps give a higher accuracy
+        more = [k for k in per_sample if k.startswith("check_more_steps_")]
+        if more:
+            flags["more_steps_higher_accuracy"] = False
+            for k in more:
+                rest = k.removeprefix("check_more_steps_")
+                base = per_sample.get(f"robust_pgd_{rest}")
+                if base is None:
+                    continue
+                a_more, a_base = _share(per_sample[k]), _share(base)
+                extra = sum(bool(v) for v in per_sample[k]) - sum(bool(v) for v in base)
+                if a_more - a_base > MORE_STEPS_TOLERANCE and extra >= MORE_STEPS_MIN_SAMPLES:
+                    flags["more_steps_higher_accuracy"] = True
+                    norm, eps = rest.split("_", 1)
+                    messages.append(f"more_steps_higher_accuracy: PGD-{norm} at eps {eps} with "
+                                    f"{options.steps_factor}x the steps gives robust accuracy {a_more:.1%}, higher "
+                                    f"than {a_base:.1%} with {options.steps} steps; the loss surface may be "
+                                    "obfuscated")
+
+    # black box stronger than white box
+    if ran_aa and any(b in _sub_attacks(options) for b in BLACK_BOX):
+        flags["black_box_stronger"] = False
+        for norm in options.norms:
+            wb = [a for a, nn in plan if nn == norm and a in WHITE_BOX]
+            for eps in options.eps_for(norm):
+                key = eps_key(eps)
+                by = per_sample.get(f"autoattack_by_{norm}_{key}")
+                if by is None:
+                    continue
+                intact = [all(per_sample[f"robust_{a}_{norm}_{key}"][i] for a in wb) for i in range(n)]
+                count = sum(1 for i in range(n) if by[i] in BLACK_BOX and intact[i])
+                if count / n > BLACK_BOX_MAX_SHARE:
+                    flags["black_box_stronger"] = True
+                    messages.append(f"black_box_stronger: at {norm} eps {key} the black-box Square attack broke "
+                                    f"{count} input(s) ({count / n:.1%}) that every white-box attack left intact; "
+                                    "the gradients may be masked")
+    elif ran_aa:
+        flags["black_box_stronger"] = None
+
+    for name, flag, what in (("softmax_output", "autoattack_softmax_output",
+                              "the model's outputs look like probabilities; pass logits"),
+                             ("dynamic_model", "autoattack_dynamic_model",
+                              "the forward pass calls autograd (a dynamic defense); AutoAttack may be insufficient"),
+                             ("too_few_classes", "autoattack_too_few_classes",
+                              "too few classes for AutoAttack's DLR/targeted attacks"),
+                             ("other", "autoattack_other", "AutoAttack logged another warning")):
+        val = aa_check(name)
+        flags[flag] = val
+        if val:
+            messages.append(f"{flag}: {what}")
+    flags["gradient_masking"] = any(bool(flags[k]) for k in MASKING)
+    return flags, messages
+
+
+def _sub_attacks(options: AttackOptions) -> tuple[str, ...]:
+    if options.aa_attacks:
+        return tuple(options.aa_attacks)
+    return {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+            "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+            "rand": ("apgd-ce", "apgd-dlr")}.get(options.version, ())
+

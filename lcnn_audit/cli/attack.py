@@ -1,0 +1,134 @@
+"""``lcnn-audit attack``: robust accuracy under PGD, FGSM, DeepFool, C&W and AutoAttack."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import app
+from .common import Ctx, command_options, err_console
+from .render import fmt
+
+A = "Attack"
+AA = "AutoAttack"
+MN = "DeepFool / C&W"
+
+
+def eps_label(eps: float, norm: str) -> str:
+    """``f"{eps:g}"``, with linf eps that are whole multiples of 1/255 also shown as k/255."""
+    k = eps * 255
+    if norm == "linf" and abs(k - round(k)) < 1e-6 and round(k) >= 1:
+        return f"{round(k)}/255 ({eps:.4g})"
+    return f"{eps:g}"
+
+
+def _csv(text: str | None) -> tuple[str, ...]:
+    return tuple(p.strip().lower() for p in (text or "").split(",") if p.strip())
+
+
+@app.command()
+@command_options("model", "data", "output", "resume")
+def attack(
+    ctx: Ctx,
+    attack: Annotated[str, typer.Option("--attack", help="Comma-separated: pgd, fgsm, deepfool, cw, autoattack.",
+                                        rich_help_panel=A)] = "pgd",
+    norm: Annotated[str, typer.Option("--norm", help="Comma-separated threat models: l2, linf, l1 (l1: autoattack "
+                                                     "only; deepfool and cw: l2 only).", rich_help_panel=A)] = "l2",
+    eps: Annotated[list[str] | None, typer.Option(
+        "--eps", help="Eps sweep, all computed in one run: 0.05,0.1,0.15,0.2 (every norm) or NORM=LIST for one norm "
+                      "(repeatable); fractions like 8/255 work. Default: l2 0.05,0.1,0.15,0.2 (LCNN Table 2), "
+                      "linf 1/255,2/255,4/255,8/255, l1 3,6,12.", rich_help_panel=A)] = None,
+    steps: Annotated[int, typer.Option(help="PGD steps.", rich_help_panel=A, min=1)] = 10,
+    restarts: Annotated[int, typer.Option(help="PGD random restarts (the best is kept per sample).",
+                                          rich_help_panel=A, min=1)] = 1,
+    step_size: Annotated[float | None, typer.Option(help="PGD step size (default 2.5·eps/steps).",
+                                                    rich_help_panel=A)] = None,
+    random_start: Annotated[bool, typer.Option("--random-start/--no-random-start", help="PGD random start.",
+                                               rich_help_panel=A)] = True,
+    loss: Annotated[str, typer.Option(help="PGD/FGSM objective: ce (cross-entropy) or margin (C&W margin).",
+                                      rich_help_panel=A)] = "ce",
+    masking_checks: Annotated[bool, typer.Option("--masking-checks/--no-masking-checks", help=(
+        "Run the extra gradient-masking checks: PGD with 4x the steps at the middle eps, and PGD at the box "
+        "diameter."), rich_help_panel=A)] = True,
+    version: Annotated[str, typer.Option(help="AutoAttack version: standard, plus, rand, or custom (with "
+                                              "--aa-attacks).", rich_help_panel=AA)] = "standard",
+    aa_attacks: Annotated[str | None, typer.Option(help="Sub-attacks for --version custom: apgd-ce, apgd-dlr, fab, "
+                                                        "square, apgd-t, fab-t.", rich_help_panel=AA)] = None,
+    aa_n_iter: Annotated[int | None, typer.Option(help="Shrink APGD/FAB iterations (quick runs; not standard "
+                                                       "AutoAttack numbers).", rich_help_panel=AA)] = None,
+    aa_n_queries: Annotated[int | None, typer.Option(help="Shrink Square's queries (quick runs).",
+                                                     rich_help_panel=AA)] = None,
+    df_steps: Annotated[int, typer.Option(help="DeepFool iterations.", rich_help_panel=MN)] = 50,
+    overshoot: Annotated[float, typer.Option(help="DeepFool overshoot.", rich_help_panel=MN)] = 0.02,
+    candidates: Annotated[int, typer.Option(help="DeepFool candidate classes (incl. the label).",
+                                            rich_help_panel=MN)] = 10,
+    cw_steps: Annotated[int, typer.Option(help="C&W Adam steps per binary-search round.", rich_help_panel=MN)] = 100,
+    cw_search_steps: Annotated[int, typer.Option(help="C&W binary-search rounds over the constant c.",
+                                                 rich_help_panel=MN)] = 5,
+    cw_lr: Annotated[float, typer.Option(help="C&W Adam learning rate.", rich_help_panel=MN)] = 0.01,
+    cw_confidence: Annotated[float, typer.Option(help="C&W confidence margin κ.", rich_help_panel=MN)] = 0.0,
+    cw_initial_const: Annotated[float, typer.Option(help="C&W initial constant c.", rich_help_panel=MN)] = 0.1,
+    plot: Annotated[Path | None, typer.Option(help="Draw robust accuracy against eps (CURE Fig. 6) to this "
+                                                   "image file (.png, .pdf, .svg).", rich_help_panel="Output")] = None,
+    save_adv: Annotated[Path | None, typer.Option(help="Save the adversarial examples as safetensors "
+                                                       "(x, x_adv_<norm>, first_eps_<norm>, attack_<norm>).",
+                                                  rich_help_panel="Output")] = None,
+) -> None:
+    """Robust accuracy against eps with per-sample worst case, 95 % intervals and gradient-masking flags."""
+    from ..attacks import AttackOptions, attack_audit
+    from ..attacks.options import parse_eps
+    from ..attacks.plot import check_plot_path
+
+    opts = AttackOptions(
+        attacks=_csv(attack), norms=_csv(norm), eps=parse_eps(eps), steps=steps, step_size=step_size,
+        restarts=restarts, random_start=random_start, loss=loss, version=version,
+        aa_attacks=_csv(aa_attacks) or None, aa_n_iter=aa_n_iter, aa_n_queries=aa_n_queries, df_steps=df_steps,
+        overshoot=overshoot, candidates=candidates, cw_steps=cw_steps, cw_search_steps=cw_search_steps, cw_lr=cw_lr,
+        cw_confidence=cw_confidence, cw_initial_const=cw_initial_const, masking_checks=masking_checks, seed=ctx.seed,
+    ).validate()
+    if plot is not None:
+        check_plot_path(plot)
+    run_kwargs = ctx.run_kwargs
+    model = ctx.load_model()
+    data = ctx.load_data()
+    with ctx.progress("attack") as bar:
+        result = attack_audit(model, data, opts, batch_size=ctx.batch_size, progress=bar, save_adv=save_adv,
+                              config={"model": model.recipe, "checkpoint": ctx.checkpoint_path}, **run_kwargs)
+    render_attack(ctx, result)
+    if plot is not None and result.complete:
+        from ..attacks.plot import plot_robustness
+
+        ctx.print(f"wrote {plot_robustness(result, plot)}")
+    if result.summary.get("save_adv"):
+        ctx.print(f"wrote {result.summary['save_adv']}")
+    ctx.finish(result)
+
+
+def render_attack(ctx: Ctx, result) -> None:
+    """Print the robust-accuracy table, minimal norms and the flags."""
+    s = result.summary
+    for note in s.get("notices", []):
+        ctx.notice(note)
+    title = (f"attack audit: {s['n']} samples, clean accuracy {fmt(s['clean_accuracy'])} "
+             f"[{fmt(s['clean_ci_low'])}, {fmt(s['clean_ci_high'])}]")
+    table = Table(title=title, title_justify="left", caption=f"interval: {s['interval']}; accuracy over all n",
+                  caption_justify="left")
+    for col in ("attack", "norm", "eps", "robust acc", "95% interval", "n"):
+        table.add_column(col, justify="left" if col in ("attack", "norm") else "right")
+    for e in s["results"]:
+        table.add_row(e["attack"], e["norm"], eps_label(e["eps"], e["norm"]), fmt(e["robust_accuracy"]),
+                      f"[{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]", str(e["n"]))
+    ctx.print(table)
+    for name, st in s.get("min_norm", {}).items():
+        ctx.print(f"{name}: minimal L2 perturbation found for {st['found']} of {st['attacked']} attacked samples; "
+                  f"median {fmt(st['median_all'])}, mean over found {fmt(st['mean'])}")
+    flags = s.get("flags", {})
+    if flags.get("gradient_masking"):
+        err_console.print("[bold yellow]warning:[/] possible gradient masking; these robust accuracies may be "
+                          "overestimates")
+    for msg in s.get("flag_messages", []):
+        ctx.notice(msg)
+    checked = [k for k, v in flags.items() if v is False and k != "gradient_masking"]
+    if checked and not flags.get("gradient_masking"):
+        ctx.print(f"gradient-masking checks passed: {', '.join(checked)}")
