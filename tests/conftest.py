@@ -6,6 +6,12 @@ import torch
 from torch import nn
 
 
+def pytest_configure(config):
+    # one intra-op thread: on 2 shared cores, torch's default of 2 threads per process made small
+    # ops up to 40x slower whenever anything else ran (measured); subprocess tests set OMP_NUM_THREADS
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
