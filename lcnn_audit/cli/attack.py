@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..formatting import eps_text
 from . import app
 from .common import Ctx, command_options, err_console
 from .render import fmt
@@ -16,11 +17,7 @@ MN = "DeepFool / C&W"
 
 
 def eps_label(eps: float, norm: str) -> str:
-    """``f"{eps:g}"``, with linf eps that are whole multiples of 1/255 also shown as k/255."""
-    k = eps * 255
-    if norm == "linf" and abs(k - round(k)) < 1e-6 and round(k) >= 1:
-        return f"{round(k)}/255 ({eps:.4g})"
-    return f"{eps:g}"
+    return eps_text(eps, norm, with_value=True)
 
 
 def _csv(text: str | None) -> tuple[str, ...]:

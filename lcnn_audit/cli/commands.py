@@ -1,3 +1,3 @@
 """Import every command module so that it registers itself on the app."""
 
-from . import attack, bound, convert, curvature, demo, finetune, info, robustness  # noqa: F401
+from . import attack, bound, convert, curvature, demo, finetune, gate, info, report, robustness  # noqa: F401

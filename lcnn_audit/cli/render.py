@@ -2,27 +2,13 @@
 
 from rich.table import Table
 
+from ..formatting import num
 from ..results import AuditResult
 
 STAT_COLS = ("mean", "std", "median", "p5", "p95", "max")
 
 
-def fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if v != v:
-            return "nan"
-        if v == 0:
-            return "0"
-        if abs(v) >= 1e4 or abs(v) < 1e-3:
-            return f"{v:.3e}"
-        return f"{v:.4g}"
-    return str(v)
+fmt = num  # one formatter for the terminal and the reports
 
 
 def stats_table(result: AuditResult, fields: list[str], title: str) -> Table:

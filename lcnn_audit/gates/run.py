@@ -1,0 +1,148 @@
+"""Getting the results a policy checks: running its audits, or reading result files."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+from ..errors import ConfigError, UsageError
+from ..results import AuditResult
+from .metrics import COMMANDS, VERDICT_KIND
+from .policy import Policy, load_policy
+from .verdict import Verdict, evaluate
+
+ProgressFactory = Callable[[str], AbstractContextManager]
+
+
+def run_audits(policy: Policy, progress: ProgressFactory | None = None) -> dict[str, AuditResult]:
+    """Load the model and data once and run every audit of the policy (in policy order).
+
+    ``progress(audit_name)`` may return a context manager yielding a ``(done, total)`` callback."""
+    from ..loading import load_model
+
+    if policy.model is None or (not policy.audits):
+        raise UsageError(f"{policy.source}: the policy runs no audits (model: and audits: are needed)")
+    progress = progress or (lambda name: nullcontext(None))
+    m, d = policy.model, policy.data
+    dataset = d.name if d is not None else None
+    model = load_model(m.checkpoint, arch=m.arch, arch_kwargs=m.arch_kwargs, trust_checkpoint=m.trust_checkpoint,
+                       normalize=m.normalize, output_key=m.output_key, device=m.device, dataset=dataset,
+                       state_key=m.state_key)
+    data = d.load() if d is not None else None
+    config = {"checkpoint": m.checkpoint, "model": getattr(model, "recipe", {}), "policy": policy.source}
+    out = {}
+    for name, opts in policy.audits.items():
+        with progress(name) as bar:
+            out[name] = RUNNERS[name](model, data, opts, d, bar, config)
+    return out
+
+
+def _run_curvature(model, data, opts, spec, bar, config):
+    from ..geometry import curvature_audit
+
+    return curvature_audit(model, data, opts, batch_size=spec.batch_size, progress=bar, config=config)
+
+
+def _run_attack(model, data, opts, spec, bar, config):
+    from ..attacks import attack_audit
+
+    return attack_audit(model, data, opts, batch_size=spec.batch_size, progress=bar, config=config)
+
+
+def _run_grad_robustness(model, data, opts, spec, bar, config):
+    from ..geometry.robustness import grad_robustness
+
+    return grad_robustness(model, data, opts, batch_size=spec.batch_size, progress=bar, config=config)
+
+
+def _run_discrepancy(model, data, opts, spec, bar, config):
+    from ..geometry.robustness import discrepancy
+
+    test = data if spec.split == "test" else spec.load("test")
+    train = spec.load("train", spec=opts.train_path)
+    return discrepancy(model, train, test, opts.curvature, batch_size=spec.batch_size, progress=bar, config=config)
+
+
+def _run_bound(model, data, opts, spec, bar, config):
+    from ..bound import bound_audit
+
+    shape = opts.input_shape or (tuple(data.input_shape) if data is not None else None)
+    return bound_audit(model, shape, lambda_beta=opts.lambda_beta, lambda_gamma=opts.lambda_gamma, tol=opts.tol,
+                       max_iter=opts.max_iter, config=config)
+
+
+#: audit name -> runner(model, data, options, data spec, progress callback, config) -> AuditResult
+RUNNERS: dict[str, Callable[..., AuditResult]] = {
+    "curvature": _run_curvature, "attack": _run_attack, "grad_robustness": _run_grad_robustness,
+    "discrepancy": _run_discrepancy, "bound": _run_bound,
+}
+
+
+def load_results(paths: Sequence[str | Path]) -> tuple[dict[str, AuditResult], dict[str, str]]:
+    """Read result files (a directory stands for its ``*.json`` files, gate verdicts skipped).
+
+    Returns (audit name -> result, audit name -> file). Every problem is reported at once."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += [f for f in sorted(p.glob("*.json")) if not _is_verdict_file(f)]
+        else:
+            files.append(p)
+    results: dict[str, AuditResult] = {}
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+    for f in files:
+        try:
+            res = AuditResult.load(f)
+        except UsageError as err:
+            problems.append(str(err))
+            continue
+        audit = COMMANDS.get(res.command)
+        if audit is None:
+            problems.append(f"{f} holds a {res.command} result; the gate reads "
+                            f"{', '.join(COMMANDS)} results")
+        elif not res.complete:
+            problems.append(f"{f} is an interrupted (incomplete) {res.command} run; finish it with --resume first")
+        elif "models" in res.summary:
+            problems.append(f"{f} holds several models (--compare); gate one model per result file")
+        elif audit in results:
+            problems.append(f"{f} and {sources[audit]} both hold a {res.command} result; pass one per audit")
+        else:
+            results[audit], sources[audit] = res, str(f)
+    if not files:
+        problems.append("no result files given")
+    if problems:
+        raise ConfigError(problems, "--results")
+    return results, sources
+
+
+def _is_verdict_file(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") == VERDICT_KIND
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return False
+
+
+def check_coverage(policy: Policy, results: Mapping[str, AuditResult]) -> None:
+    """Raise one ConfigError naming every check whose audit has no result."""
+    problems = [f"{c.path}.metric: {c.metric} needs a {c.audit} result, and none was given"
+                for c in policy.checks if c.audit not in results]
+    if problems:
+        raise ConfigError(problems, policy.source)
+
+
+def gate(policy: Policy | str | Path, results: Sequence[str | Path] | None = None,
+         progress: ProgressFactory | None = None) -> tuple[Verdict, dict[str, AuditResult]]:
+    """The whole gate: run the policy's audits (or read ``results`` files) and evaluate."""
+    t0 = time.perf_counter()
+    if not isinstance(policy, Policy):
+        policy = load_policy(policy, compute=not results)
+    if results:
+        found, sources = load_results(results)
+    else:
+        found, sources = run_audits(policy, progress), None
+    check_coverage(policy, found)
+    return evaluate(policy, found, sources, seconds=time.perf_counter() - t0), found

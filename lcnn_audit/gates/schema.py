@@ -1,0 +1,97 @@
+"""Policy plumbing: YAML line numbers, and values checked against dataclass annotations."""
+
+from __future__ import annotations
+
+import re
+import types
+from typing import Any, Union, get_args, get_origin
+
+import yaml
+
+from .metrics import number
+
+
+def line_map(node, path: str, lines: dict[str, int], dups: list[str]) -> None:
+    """Fill ``lines`` with the 1-based line of every YAML path (``checks[0].max``) under ``node``,
+    and ``dups`` with the paths of duplicate keys (which YAML loading silently drops)."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for k, val in node.value:
+            p = join(path, str(k.value))
+            if p in seen:
+                dups.append(p)
+            seen.add(p)
+            lines[p] = k.start_mark.line + 1
+            line_map(val, p, lines, dups)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            p = f"{path}[{i}]"
+            lines[p] = item.start_mark.line + 1
+            line_map(item, p, lines, dups)
+
+
+def join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def coerce(value: Any, hint: Any) -> Any:
+    """``value`` as the annotated type (lists become tuples, numbers floats); ValueError if it does not fit."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for a in sorted(args, key=lambda a: a is str):  # try str last so "8/255" becomes a number
+            try:
+                return coerce(value, a)
+            except (ValueError, ZeroDivisionError):
+                continue
+        raise ValueError(value)
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ValueError(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(value)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(value)
+    if hint is float:
+        try:
+            return number(value)
+        except ZeroDivisionError:
+            raise ValueError(value) from None
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(value)
+    if origin in (tuple, list):
+        item = args[0] if args else Any
+        values = value if isinstance(value, (list, tuple)) else [value]
+        out = [coerce(v, item) for v in values]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(value)
+        kt, vt = args if args else (Any, Any)
+        return {coerce(k, kt): coerce(v, vt) for k, v in value.items()}
+    raise ValueError(value)
+
+
+def describe(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(dict.fromkeys(describe(a) for a in args))
+    if origin in (tuple, list):
+        return f"a list of {describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(hint, str(hint))
+
+
+def yaml_words(msg: str) -> str:
+    """Option messages name CLI flags (``--max-iter``); in a policy they are keys (``max_iter``)."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), msg)

@@ -1,0 +1,210 @@
+"""Checks evaluated against results, and the verdict with its JSON form."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..errors import UsageError
+from ..io import write_json
+from ..results import AuditResult
+from .metrics import VERDICT_KIND, metric_value
+
+if TYPE_CHECKING:
+    from .policy import Check, Policy
+
+STATUSES = ("pass", "fail", "error", "skip")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check. ``status`` is pass, fail, error (the check could not be
+    evaluated: the metric is missing, null or of the wrong type) or skip (``--no-regression``)."""
+
+    name: str
+    metric: str
+    audit: str
+    op: str
+    bound: Any
+    threshold: Any
+    value: Any
+    status: str
+    message: str
+    path: str
+    statistical: bool = False
+    interval: tuple[float, float] | None = None
+    baseline: Any = None
+    relative_to: str | None = None
+    tolerance: str | None = None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["interval"] = list(self.interval) if self.interval else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CheckResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if kw.get("interval"):
+            kw["interval"] = tuple(kw["interval"])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Every check's outcome. ``exit_code``: 0 every check passed (or was skipped), 1 a check
+    failed, 2 a check could not be evaluated (a policy error)."""
+
+    policy: str
+    name: str
+    checks: tuple[CheckResult, ...]
+    sources: dict[str, str] = field(default_factory=dict)
+    notices: tuple[str, ...] = ()
+    seconds: float = 0.0
+    lcnn_audit_version: str = __version__
+
+    def count(self, status: str) -> int:
+        return sum(c.status == status for c in self.checks)
+
+    @property
+    def status(self) -> str:
+        return "error" if self.count("error") else "fail" if self.count("fail") else "pass"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def exit_code(self) -> int:
+        return {"pass": 0, "fail": 1, "error": 2}[self.status]
+
+    def to_dict(self) -> dict:
+        return {"kind": VERDICT_KIND, "lcnn_audit_version": self.lcnn_audit_version, "policy": self.policy,
+                "name": self.name, "status": self.status, "exit_code": self.exit_code,
+                "counts": {s: self.count(s) for s in STATUSES}, "checks": [c.to_dict() for c in self.checks],
+                "sources": dict(self.sources), "notices": list(self.notices), "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Verdict:
+        if d.get("kind") != VERDICT_KIND:
+            raise UsageError("not an lcnn-audit gate verdict (no kind: lcnn-audit-verdict)")
+        return cls(policy=d.get("policy", ""), name=d.get("name", ""),
+                   checks=tuple(CheckResult.from_dict(c) for c in d.get("checks", [])),
+                   sources=d.get("sources", {}), notices=tuple(d.get("notices", [])),
+                   seconds=d.get("seconds", 0.0), lcnn_audit_version=d.get("lcnn_audit_version", "unknown"))
+
+    def save_json(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+
+def evaluate(policy: Policy, results: Mapping[str, AuditResult], sources: Mapping[str, str] | None = None,
+             seconds: float = 0.0) -> Verdict:
+    """Check every metric of ``policy`` against ``results`` (audit name -> result)."""
+    checks = tuple(evaluate_check(c, results) for c in policy.checks)
+    notices: list[str] = []
+    for audit, res in results.items():
+        s = res.summary
+        notices += [f"{audit}: {n}" for n in [*s.get("notices", []), *s.get("flag_messages", [])]]
+        ck = res.config.get("checkpoint")
+        if policy.model is not None and ck and Path(str(ck)).name != Path(policy.model.checkpoint).name:
+            notices.append(f"{audit}: the result is for checkpoint {ck}, the policy names {policy.model.checkpoint}")
+    srcs = dict(sources) if sources is not None else dict.fromkeys(results, "computed")
+    return Verdict(policy=policy.source, name=policy.name, checks=checks, sources=srcs,
+                   notices=tuple(dict.fromkeys(notices)), seconds=seconds)
+
+
+def evaluate_check(check: Check, results: Mapping[str, AuditResult]) -> CheckResult:
+    """One check: pass or fail against its bound, error when its metric cannot be read as needed."""
+    threshold = check.threshold()
+    base = dict(name=check.name, metric=check.metric, audit=check.audit, op=check.op, bound=check.bound,
+                threshold=threshold, path=check.path, statistical=check.statistical, baseline=check.baseline,
+                relative_to=check.relative_to, tolerance=check.tolerance_text)
+
+    def error(msg: str, value: Any = None) -> CheckResult:
+        return CheckResult(value=value, status="error", message=msg, **base)
+
+    try:
+        value, holder = metric_value(results, check.metric)
+    except UsageError as err:
+        return error(str(err))
+    if value is None:
+        return error(f"{check.metric} is null: it was not computed in this run")
+    if isinstance(value, (dict, list)):
+        return error(f"{check.metric} is a {type(value).__name__}, not a value; name one of its entries")
+    if check.skip:
+        return CheckResult(value=value, status="skip", message="regression check skipped (--no-regression)", **base)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if check.op == "equals" and not (numeric and isinstance(threshold, (int, float))
+                                     and not isinstance(threshold, bool)):
+        ok = value == threshold and type(value) is type(threshold)
+        if not ok and type(value) is not type(threshold):
+            return error(f"{check.metric} is {json.dumps(value)}, which cannot equal {json.dumps(threshold)}", value)
+        return CheckResult(value=value, status="pass" if ok else "fail",
+                           message=f"{_show(value)} {'==' if ok else '!='} {_show(threshold)}", **base)
+    if not numeric:
+        return error(f"{check.metric} is {json.dumps(value)}, not a number; use equals: for it", value)
+    interval = None
+    if check.statistical:
+        interval = _interval(value, holder, check.metric)
+        if interval is None:
+            return error(f"{check.metric} has no 95% interval (no ci_low/ci_high and no n beside it)", value)
+    status, msg = _compare(check, float(value), threshold, interval)
+    return CheckResult(value=value, status=status, message=msg, interval=interval, **base)
+
+
+def _compare(check: Check, v: float, t: float, interval) -> tuple[str, str]:
+    if math.isnan(v):
+        return "fail", "the value is NaN"
+    if check.op == "equals":
+        tol = check.equals_tolerance()
+        if interval is not None:
+            ok = interval[0] - tol <= t <= interval[1] + tol
+            return ("pass" if ok else "fail"), (f"95% interval [{_show(interval[0])}, {_show(interval[1])}] "
+                                                + ("contains " if ok else "excludes ") + _show(t))
+        ok = abs(v - t) <= tol
+        return ("pass" if ok else "fail"), f"{_show(v)} {'==' if ok else '!='} {_show(t)}" + (
+            f" (± {_show(tol)})" if tol else "")
+    above = check.op == "max"
+    sym_ok, sym_bad = ("<=", ">") if above else (">=", "<")
+    if interval is not None:
+        lo, hi = interval
+        beyond = lo > t if above else hi < t
+        iv = f"95% interval [{_show(lo)}, {_show(hi)}]"
+        if beyond:
+            return "fail", f"{iv} lies entirely {'above' if above else 'below'} {_show(t)}"
+        point_ok = v <= t if above else v >= t
+        return "pass", (f"{_show(v)} {sym_ok} {_show(t)}" if point_ok else
+                        f"{_show(v)} {sym_bad} {_show(t)}, but the {iv} reaches it: not significant")
+    ok = v <= t if above else v >= t
+    return ("pass" if ok else "fail"), f"{_show(v)} {sym_ok if ok else sym_bad} {_show(t)}"
+
+
+def _interval(value: float, holder: Any, metric: str) -> tuple[float, float] | None:
+    if not isinstance(holder, dict):
+        return None
+    leaf = metric.rsplit(".", 1)[-1]
+    prefix = leaf.removesuffix("accuracy")
+    for lo_key, hi_key in ((f"{prefix}ci_low", f"{prefix}ci_high"), ("ci_low", "ci_high")):
+        if lo_key in holder and hi_key in holder:
+            return float(holder[lo_key]), float(holder[hi_key])
+    n = holder.get("n")
+    if isinstance(n, int) and n > 0 and 0 <= value <= 1:
+        from ..attacks.stats import clopper_pearson
+
+        return clopper_pearson(round(value * n), n)
+    return None
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
