@@ -28,7 +28,10 @@ def main():
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     torch.manual_seed(0)
     model = AuditModel(torchvision.models.resnet18(num_classes=10)).to(dev).eval()
