@@ -36,11 +36,8 @@ import contextlib
 import dataclasses
 import json
 import math
-import random
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +50,7 @@ from .errors import CheckpointError, ConfigError, ModelError, ResumeError, Usage
 from .io import write_with
 from .loading import AuditModel, Normalize, build_arch, parse_normalize, resolve_device, save_model, unwrap
 from .penalties import PENALTIES, PenaltyBatch, PenaltyConfig, lcnn_parameters
+from .reproducibility import StopFlag, deterministic_kernels, rng_state, seed_everything, set_rng_state, sigint_to
 from .results import AuditResult, environment
 from .runner import fingerprint
 
@@ -184,16 +182,6 @@ class StepInfo:
     loss: float  # running mean CE of this epoch
     objective: float  # running mean penalised objective of this epoch
     lr: float
-
-
-class StopFlag:
-    """Set by Ctrl-C (or by ``request()``); the loop checkpoints and returns after the step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def request(self) -> None:
-        self.requested = True
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -351,66 +339,7 @@ def subset(data: ImageData, n: int | None, seed: int) -> ImageData:
     return dataclasses.replace(data, indices=data.indices[pick])
 
 
-# --------------------------------------------------------------------------- RNG, signals, checkpoints
-
-
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-
-
-def seed_everything(seed: int) -> None:
-    """Seed the global generators (torch, CUDA, python, numpy) at the start of a fresh run."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-@contextlib.contextmanager
-def sigint_to(stop: StopFlag) -> Iterator[None]:
-    """While active, the first SIGINT sets ``stop``; a second one raises KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if stop.requested:
-            signal.signal(signal.SIGINT, previous)
-            raise KeyboardInterrupt
-        stop.request()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def _deterministic(on: bool) -> Iterator[None]:
-    old = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    if on:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old
+# --------------------------------------------------------------------------- checkpoints
 
 
 def read_train_checkpoint(path: Path) -> dict:
@@ -581,7 +510,7 @@ def train(
     stop = stop or StopFlag()
     guard = sigint_to(stop) if handle_sigint else contextlib.nullcontext()
     try:
-        with guard, _deterministic(config.deterministic and device.type == "cuda"):
+        with guard, deterministic_kernels(config.deterministic and device.type == "cuda"):
             while not complete and epoch < config.epochs:
                 stopped = _run_epoch(model, train_data, config, optimizer, scheduler, epoch, step, accum, bs,
                                      steps_per_epoch, aug_mode, device, on_step, stop)
