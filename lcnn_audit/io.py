@@ -64,3 +64,16 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file"):
+    """Parse a JSON file, or raise a one-line UsageError naming ``what`` was missing or broken."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what} not found: {p}")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{what} {p} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {p} is not a text (JSON) file") from None

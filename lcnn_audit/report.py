@@ -26,7 +26,7 @@ from . import __version__
 from .errors import UsageError
 from .formatting import eps_text, num
 from .gates import VERDICT_KIND, CheckResult, Verdict
-from .io import write_bytes, write_text
+from .io import read_json, write_bytes, write_text
 from .results import AuditResult
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
@@ -87,12 +87,7 @@ def load_inputs(paths: Sequence[str | Path], labels: Sequence[str] | None = None
     runs: list[tuple[str, AuditResult]] = []
     verdicts: list[Verdict] = []
     for p in map(Path, paths):
-        if not p.is_file():
-            raise UsageError(f"report input not found: {p}")
-        try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{p} is not valid JSON ({err.msg} at line {err.lineno})") from None
+        d = read_json(p, "report input")
         if isinstance(d, dict) and d.get("kind") == VERDICT_KIND:
             verdicts.append(Verdict.from_dict(d))
         else:

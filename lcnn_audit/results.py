@@ -25,7 +25,7 @@ import torch
 
 from . import __version__
 from .errors import UsageError
-from .io import write_json, write_text
+from .io import read_json, write_json, write_text
 
 STAT_KEYS = ("mean", "std", "median", "p5", "p95", "max", "min", "count")
 
@@ -142,13 +142,7 @@ class AuditResult:
 
     @classmethod
     def load(cls, path: str | Path) -> AuditResult:
-        p = Path(path)
-        if not p.is_file():
-            raise UsageError(f"result file not found: {p}")
-        try:
-            return cls.from_dict(json.loads(p.read_text()))
-        except json.JSONDecodeError as err:
-            raise UsageError(f"result file {p} is not valid JSON ({err.msg} at line {err.lineno})") from None
+        return cls.from_dict(read_json(path, "result file"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from lcnn_audit.attacks import audit as audit_mod
@@ -11,14 +10,6 @@ from lcnn_audit.cli import app
 
 runner = CliRunner()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread avoids OpenMP spin-wait stalls."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 FAST = ["demo", "--n", "12", "--batch-size", "6", "--eps", "0.1,0.3", "--steps", "2", "--no-masking-checks"]
 

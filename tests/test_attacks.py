@@ -31,15 +31,6 @@ from lcnn_audit.results import AuditResult
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread avoids OpenMP spin-wait stalls."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 
 class LinearBinary(nn.Module):
     """Logits (−z/2, z/2) with z = w·x + b: class 1 iff z > 0; distance to the boundary |z|/‖w‖."""

@@ -32,14 +32,6 @@ from lcnn_audit.models import SmallCNN
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def svd_norm(w: torch.Tensor) -> float:
     return float(torch.linalg.svdvals(w.detach().double().reshape(w.shape[0], -1))[0])
 

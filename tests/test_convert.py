@@ -61,14 +61,6 @@ def make_untraceable(num_classes=10):
 '''
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def user_arch(tmp_path):
     path = tmp_path / "lcnn_user_model.py"

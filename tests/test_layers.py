@@ -21,15 +21,6 @@ from lcnn_audit.layers import (
 from lcnn_audit.layers.spectral import ConvGeometry
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny convolutions are dominated by thread start-up on shared CPUs
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def closed_form(x: float, beta: float) -> float:
     """(1/β)·log((1 + exp(βx))/2) in float64 with Python's math (LCNN eq. 4), written as
     log1p(expm1(βx)/2)/β so that it stays accurate for small βx."""

@@ -27,15 +27,6 @@ from lcnn_audit.penalties import (
 from .conftest import softplus_cnn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny fp64 models gain nothing from threads (and lose a lot on shared cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(seed=0):
     """A smooth fp64 CNN (no BatchNorm, so per-sample quantities are exact) and a batch."""
     model = softplus_cnn(side=6, beta=3.0, classes=4, seed=seed).double()

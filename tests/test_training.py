@@ -30,16 +30,6 @@ from lcnn_audit.training import (
 ARCH = {"width": 2, "act": "softplus", "beta": 5.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on shared cores OpenMP spinning makes them
-    ~40x slower; one thread keeps these tests fast and their results bit-reproducible."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return load_data("demo", "train", n=48, seed=1), load_data("demo", "test", n=24, seed=2)

@@ -10,12 +10,12 @@ longest run of segments that names a key wins, falling back to shorter runs. A n
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..io import read_json
 from ..results import AuditResult
 
 AUDITS = ("curvature", "attack", "grad_robustness", "discrepancy", "bound")
@@ -138,12 +138,7 @@ def metric_value(results: Mapping[str, AuditResult], metric: str) -> tuple[Any, 
 
 def read_baseline(path: Path) -> AuditResult | dict:
     """A baseline file: an audit result, or a gate verdict (as its dict). Raises UsageError."""
-    if not path.is_file():
-        raise UsageError(f"baseline file not found: {path}")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UsageError(f"baseline {path.name} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    d = read_json(path, "baseline file")
     if isinstance(d, dict) and d.get("kind") == VERDICT_KIND:
         return d
     try:
