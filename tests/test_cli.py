@@ -165,3 +165,20 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
 def test_info_command():
     res = invoke("info", "demo", "--data", "demo")
     assert res.exit_code == 0 and "10 classes" in res.output and "1000 samples" in res.output
+
+
+def test_torchvision_and_module_factory_arch_forms(tmp_path):
+    import torchvision
+
+    from lcnn_audit.models import MLP
+
+    net = torchvision.models.get_model("resnet18", num_classes=3)
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "r.pth")
+    torch.save({"x": torch.rand(2, 3, 32, 32), "y": torch.tensor([0, 2])}, tmp_path / "rgb.pt")
+    res = invoke("curvature", tmp_path / "r.pth", "--arch", "resnet18", "--arch-kwargs", "num_classes=3",
+                 "--data", tmp_path / "rgb.pt", "--normalize", "cifar10", *FAST)
+    assert res.exit_code == 0, res.output
+    save_file(MLP(hidden=8, depth=1).state_dict(), tmp_path / "m.safetensors")
+    res = invoke("curvature", tmp_path / "m.safetensors", "--arch", "lcnn_audit.models:MLP", "--arch-kwargs",
+                 '{"hidden": 8, "depth": 1}', "--data", "demo", "--n", "3", *FAST)
+    assert res.exit_code == 0, res.output
