@@ -112,3 +112,20 @@ def test_cli_discrepancy_with_same_tensor_file(tmp_path):
                                    str(tmp_path / "d.pt"), "--json", str(tmp_path / "o.json")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "o.json").read_text())["summary"]["delta_tt"]["curvature"] == 0.0
+
+
+def test_maxpool_ties_give_a_floor_and_a_notice(tmp_path):
+    """On a constant image every max-pool window ties; noise picks another subgradient, so the
+    relative gradient change does not vanish as r -> 0 (and the result says why)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Softplus(2.0), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(4 * 16, 10)).eval()
+    data = tensor_data(tmp_path, torch.zeros(4, 1, 8, 8), torch.arange(4))
+    opts = GradRobustnessOptions(radii=(1e-5, 1e-3), draws=2, curvature=CurvatureOptions(jacobian="off"))
+    res = grad_robustness(net, data, opts)
+    assert min(c["mean"] for c in res.summary["curves"]) > 0.05
+    assert any("max-pooling" in n for n in res.summary["notices"])
+    net[2] = nn.AvgPool2d(2)
+    smooth = grad_robustness(net, data, opts)
+    assert smooth.summary["curves"][0]["mean"] < 1e-3
+    assert not any("max-pooling" in n for n in smooth.summary["notices"])

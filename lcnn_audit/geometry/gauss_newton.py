@@ -45,6 +45,10 @@ def is_piecewise_linear(model: nn.Module) -> bool:
     return True
 
 
+def has_maxpool(model: nn.Module) -> bool:
+    return any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)) for m in model.modules())
+
+
 def has_relu(model: nn.Module) -> bool:
     return any(isinstance(m, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.PReLU)) for m in model.modules())
 

@@ -29,7 +29,7 @@ from ..loading import check_model_data
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, run_batches
 from .audit import curvature_audit, model_device
-from .gauss_newton import has_relu
+from .gauss_newton import has_maxpool, has_relu
 from .measures import CurvatureOptions, compute_geometry
 from .objective import input_gradient, make_objective
 from .state import measurement_state
@@ -159,6 +159,12 @@ def grad_robustness(
             "the model uses ReLU: its gradient jumps across activation boundaries, which Proposition 1 (for "
             "twice-differentiable f) does not cover, so measured changes may exceed the theory lines; "
             "--smooth-relu BETA measures the softplus surrogate")
+    if has_maxpool(model):
+        summary["notices"].append(
+            "the model uses max-pooling: its gradient jumps where a pooling window's maximum changes, and on "
+            "constant image regions the window values tie exactly, so even tiny noise picks another subgradient; "
+            "expect a floor in the relative gradient change as the radius goes to 0 (Proposition 1 assumes a "
+            "twice-differentiable f)")
     return AuditResult(command="grad-robustness", config=cfg, summary=summary, per_sample=ps,
                        timing={"seconds": time.perf_counter() - t0}, environment=environment(device),
                        complete=run.complete)
