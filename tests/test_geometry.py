@@ -304,3 +304,27 @@ def test_spectrally_normalised_relu_net_is_still_piecewise_linear():
     x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 3, (4,))
     _, method = run(model, x, y)
     assert method == "gauss-newton"
+
+
+def test_smooth_relu_function_matches_softplus_to_second_order():
+    from lcnn_audit.geometry.smooth import SmoothReLU
+
+    x = (torch.randn(40, dtype=torch.float64) * 0.01).requires_grad_(True)
+    fast, ref = SmoothReLU(beta=300.0), nn.Softplus(beta=300.0)
+    assert torch.equal(fast(x), ref(x))
+    assert torch.autograd.gradcheck(fast, (x,)) and torch.autograd.gradgradcheck(fast, (x,))
+    g1 = torch.autograd.grad(fast(x).sum(), x, create_graph=True)[0]
+    g2 = torch.autograd.grad(ref(x).sum(), x, create_graph=True)[0]
+    assert torch.allclose(g1, g2, rtol=1e-12)
+    h1 = torch.autograd.grad(g1.sum(), x)[0]
+    h2 = torch.autograd.grad(g2.sum(), x)[0]
+    assert torch.allclose(h1, h2, rtol=1e-10)
+    # inside a network: identical Hessian norms to the plain Softplus surrogate
+    model = relu_cnn()
+    x4, y4 = torch.rand(3, 1, 8, 8), torch.randint(0, 10, (3,))
+    with measurement_state(model, smooth_relu_beta=20.0) as prep:
+        fast_fields, _ = compute_geometry(prep.model, x4, y4, torch.arange(3), CurvatureOptions(jacobian="off"))
+    plain = relu_cnn()
+    plain[2] = nn.Softplus(beta=20.0)
+    slow_fields, _ = run(plain, x4, y4)
+    assert torch.allclose(fast_fields["hessian_norm"], slow_fields["hessian_norm"], rtol=1e-5)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..loading import set_eval
+from .smooth import SmoothReLU
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -40,7 +41,7 @@ def smooth_relu(model: nn.Module, beta: float) -> nn.Module:
         raise UsageError(f"--smooth-relu needs a positive beta, got {beta}")
     from ..surgery import replace_activations  # noqa: PLC0415
 
-    out, _ = replace_activations(copy.deepcopy(model), lambda: nn.Softplus(beta=beta), kinds=("relu",))
+    out, _ = replace_activations(copy.deepcopy(model), lambda: SmoothReLU(beta=beta), kinds=("relu",))
     return out
 
 
