@@ -7,7 +7,9 @@ Forms accepted (``load_model``):
 * ``.pt``/``.pth`` state dicts, also nested under ``state_dict``, ``model``, ``net``,
   ``model_state_dict`` or ``state_dict_ema``, with ``module.``/``_orig_mod.`` stripped;
 * TorchScript archives and ``torch.export`` programs (``.pt2``), which need no arch;
-* a whole pickled ``nn.Module``, only with ``trust_checkpoint=True``.
+* a whole pickled ``nn.Module``, only with ``trust_checkpoint=True``; likewise ``.pt2``,
+  because ``torch.export.load`` unpickles constants and some weights with
+  ``weights_only=False`` (checked in torch 2.15's pt2_archive loader).
 
 Pickles are never unpickled by default: ``torch.load(weights_only=True)`` is used and a
 checkpoint that needs code is refused with a message naming ``--trust-checkpoint``.
@@ -295,6 +297,11 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False, sta
                 raise CheckpointError(f"checkpoint {path} has a corrupt {RECIPE_KEY} metadata entry") from None
         return RawCheckpoint("state_dict", state_dict=sd, recipe=recipe)
     if suffix == ".pt2":
+        if not trust_checkpoint:
+            raise CheckpointError(
+                f"checkpoint {path} is a torch.export program, and torch.export.load unpickles parts of it with "
+                "weights_only=False, which can run arbitrary code; pass --trust-checkpoint only if you trust its "
+                "source (or save the weights as safetensors and pass --arch)")
         try:
             prog = torch.export.load(str(path))
         except Exception as err:  # noqa: BLE001 - export's loader raises many types

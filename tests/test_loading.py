@@ -84,7 +84,9 @@ def test_torchscript_and_export_need_no_arch(tmp_path):
     assert same_outputs(load_model(tmp_path / "ts.pt"), net)
     prog = torch.export.export(net, (X,))
     torch.export.save(prog, tmp_path / "m.pt2")
-    model = load_model(tmp_path / "m.pt2")
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):  # torch.export.load unpickles
+        load_model(tmp_path / "m.pt2")
+    model = load_model(tmp_path / "m.pt2", trust_checkpoint=True)
     assert same_outputs(model, net)
     with pytest.raises(UsageError, match="drop --arch"):
         load_model(tmp_path / "ts.pt", arch=ARCH)
