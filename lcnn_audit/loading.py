@@ -359,14 +359,14 @@ def extract_state_dict(obj, path, state_key: str | None = None) -> dict[str, tor
 
 
 def _strip(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for p in STRIP_PREFIXES:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-            key = key.replace("." + p, ".") if ("." + p) in key else key
-    return key
+    """Drop leading DataParallel/DDP (``module.``) and torch.compile (``_orig_mod.``) wrappers.
+
+    ``_orig_mod.`` is torch.compile's own attribute, so it is also removed inside a key (a compiled
+    submodule); ``module.`` is removed only at the front, since a user submodule may be called
+    ``module``."""
+    while key.startswith(STRIP_PREFIXES):
+        key = key[len(next(p for p in STRIP_PREFIXES if key.startswith(p))):]
+    return key.replace("._orig_mod.", ".")
 
 
 def _list(keys, limit=5) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,8 +98,6 @@ def _jsonable(obj):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, float) and math.isinf(obj):
-        return obj
     return obj
 
 

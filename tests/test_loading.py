@@ -235,3 +235,11 @@ def test_zip_detection_does_not_misfire(tmp_path):
         z.writestr("hello.txt", "hi")
     with pytest.raises(CheckpointError):
         load_model(tmp_path / "a.zip", arch=ARCH)
+
+
+def test_prefix_stripping_keeps_a_submodule_called_module():
+    from lcnn_audit.loading import _strip
+
+    assert _strip("module._orig_mod.conv.weight") == "conv.weight"
+    assert _strip("backbone._orig_mod.fc.bias") == "backbone.fc.bias"
+    assert _strip("encoder.module.weight") == "encoder.module.weight"  # a user submodule named "module"

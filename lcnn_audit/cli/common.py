@@ -6,7 +6,6 @@ data and output options to the signature Typer sees and hands the command a :cla
 
 import functools
 import inspect
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,7 +255,3 @@ def parse_float_list(text: str | None, what: str) -> list[float] | None:
     if not vals:
         raise UsageError(f"{what} is empty")
     return vals
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

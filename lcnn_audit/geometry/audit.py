@@ -60,7 +60,7 @@ def curvature_audit(
         def compute(batch):
             x = batch.x.to(device=device, dtype=prep.dtype)
             y = batch.y.to(device)
-            fields, method = compute_geometry(prep.model, x, y, batch.index.to(device), opts, num_classes)
+            fields, method = compute_geometry(prep.model, x, y, batch.index.to(device), opts)
             methods.add(method)
             fields["index"] = batch.index
             fields["correct"] = fields["pred"] == y

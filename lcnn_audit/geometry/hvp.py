@@ -29,7 +29,6 @@ class BatchedHVP:
         with torch.enable_grad():
             self.f, self.logits = objective(self.x)
             (self.grad,) = torch.autograd.grad(self.f.sum(), self.x, create_graph=True)
-        self.count = 0
         # a gradient that carries no graph means f is affine in x (H = 0) -- or that an op
         # dropped its own derivative; tell the two apart by evaluating the gradient elsewhere
         self._linear = not self.grad.requires_grad
@@ -47,7 +46,6 @@ class BatchedHVP:
             raise ModelError(_NO_SECOND_DERIVATIVE)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        self.count += 1
         if self._linear:
             return torch.zeros_like(v)
         try:
@@ -85,10 +83,6 @@ class CompactingHVP:
         self.cur_idx: torch.Tensor | None = None  # None: the full batch
         self.rebuilds = 0
 
-    @property
-    def count(self) -> int:
-        return self.full.count
-
     def __call__(self, v: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
         B = v.shape[0]
         shape = self.full.x.shape
@@ -105,6 +99,5 @@ class CompactingHVP:
             return self.full(v.view(shape)).reshape(B, -1)
         out = torch.zeros_like(v)
         sub = v[self.cur_idx].view(len(self.cur_idx), *shape[1:])
-        self.full.count += 1
         out[self.cur_idx] = self.cur(sub).reshape(len(self.cur_idx), -1)
         return out

@@ -131,7 +131,7 @@ def lanczos(
     pos = torch.arange(n_max, device=dev)
     own = pos[None, :] < iters[:, None]
     al = torch.where(own, alpha[:, :n_max], torch.zeros_like(alpha[:, :n_max]))
-    inner = own[:, 1:] & (pos[None, 1:] < iters[:, None])
+    inner = own[:, 1:]  # off-diagonal j links steps j and j+1, both inside the sample's own size
     be = torch.where(inner, beta[:, : n_max - 1], torch.zeros_like(beta[:, : n_max - 1]))
     theta, S = _ritz(al, be)
     kk = min(k, n_max)

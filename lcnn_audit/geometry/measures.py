@@ -100,7 +100,7 @@ def _start_vectors(g: torch.Tensor, index: torch.Tensor, opts: CurvatureOptions,
 
 
 def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-                     opts: CurvatureOptions, num_classes: int | None = None) -> tuple[dict[str, torch.Tensor], str]:
+                     opts: CurvatureOptions) -> tuple[dict[str, torch.Tensor], str]:
     """All per-sample fields for one batch; returns (fields, method used).
 
     ``model`` must already be in measurement state (see ``state.measurement_state``).
