@@ -123,7 +123,7 @@ def render_attack(ctx: Ctx, result) -> None:
     flags = s.get("flags", {})
     if flags.get("gradient_masking"):
         err_console.print("[bold yellow]warning:[/] possible gradient masking; these robust accuracies may be "
-                          "overestimates")
+                          "overestimates", markup=True)
     for msg in s.get("flag_messages", []):
         ctx.notice(msg)
     checked = [k for k, v in flags.items() if v is False and k != "gradient_masking"]

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,8 +25,15 @@ from rich.progress import (
 
 from ..errors import LcnnAuditError, UsageError
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# markup off: paths, labels and messages print literally ([exp1] stays, [/x] cannot crash the
+# printer); the few styled words pass markup=True with the data escaped (see styled())
+console = Console(stderr=False, highlight=False, markup=False)
+err_console = Console(stderr=True, highlight=False, markup=False)
+
+
+def styled(markup: str, *data: str) -> str:
+    """``markup`` (Rich markup with ``{}`` slots) with each of ``data`` escaped into its slot."""
+    return markup.format(*(escape(str(d)) for d in data))
 
 
 def _opt(*names, help: str, panel: str, **kw):
@@ -154,7 +162,7 @@ class Ctx:
     def progress(self, description: str):
         """Yield a ``progress(done, total)`` callback drawing a rich progress bar."""
         quiet = self.opts.get("quiet", False) or not _is_main_rank()
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        with Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
                       disable=quiet) as bar:
             task = bar.add_task(description, total=None)
@@ -170,7 +178,7 @@ class Ctx:
 
     def notice(self, msg: str):
         if _is_main_rank():
-            err_console.print(f"[yellow]note:[/] {msg}")
+            err_console.print(styled("[yellow]note:[/] {}", msg), markup=True)
 
     def finish(self, result) -> None:
         """Write --json/--csv and say where; mark an interrupted run."""
@@ -185,7 +193,8 @@ class Ctx:
             console.print(f"wrote {cp}")
         if not result.complete:
             where = f"; rerun with --resume to continue from {self.state_path}" if self.state_path else ""
-            err_console.print(f"[yellow]interrupted:[/] partial result marked incomplete{where}")
+            err_console.print(styled("[yellow]interrupted:[/] partial result marked incomplete{}", where),
+                              markup=True)
             raise typer.Exit(130)
 
 
@@ -198,7 +207,7 @@ def _is_main_rank() -> bool:
 def fail(err: LcnnAuditError) -> None:
     """Print a one-line error and exit with the error's code."""
     msg = " ".join(str(err).split())
-    err_console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+    err_console.print(styled("[bold red]error:[/] {}", msg), soft_wrap=True, markup=True)
     raise typer.Exit(err.exit_code)
 
 
@@ -220,7 +229,7 @@ def command_options(*groups: str):
             except LcnnAuditError as err:
                 fail(err)
             except KeyboardInterrupt:
-                err_console.print("[yellow]interrupted[/]")
+                err_console.print("[yellow]interrupted[/]", markup=True)
                 raise typer.Exit(130) from None
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import Ctx, console, handle_errors
+from .common import Ctx, console, handle_errors, styled
 
 
 @app.command()
@@ -24,5 +24,5 @@ def demo(
         with ctx.progress(step.title) as bar:
             result, path = run_demo(step, out, n=n, progress=bar)
         step.render(ctx, result)
-        console.print(f"[bold]{step.title}[/]: wrote {path}")
+        console.print(styled("[bold]{}[/]: wrote {}", step.title, path), markup=True)
     console.print(f"demo results are in {out.resolve()}")

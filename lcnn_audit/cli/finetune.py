@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import Ctx, command_options, console, err_console, parse_float_list
+from .common import Ctx, command_options, console, err_console, parse_float_list, styled
 from .render import fmt
 
 T, P, A, D, R = "Training", "Penalties", "Adversarial training", "Data", "Run"
@@ -147,8 +147,8 @@ def finetune(
         result.save_json(json_path)
         console.print(f"wrote {json_path}")
     if not result.complete:
-        err_console.print(f"[yellow]interrupted:[/] checkpoint saved in {run_dir}; rerun the same command with "
-                          "--resume to continue")
+        err_console.print(styled("[yellow]interrupted:[/] checkpoint saved in {}; rerun the same command with "
+                                 "--resume to continue", run_dir), markup=True)
         raise typer.Exit(130)
     console.print(f"wrote {out}")
 
@@ -179,7 +179,7 @@ class _live:
     def __enter__(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.bar = Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err_console,
                             transient=True, disable=self.ctx.opts.get("quiet", False))
         self.bar.__enter__()

@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from . import app
-from .common import Ctx, console, err_console, handle_errors
+from .common import Ctx, console, err_console, handle_errors, styled
 
 O = "Output"
 STYLE = {"pass": "green", "fail": "bold red", "error": "yellow", "skip": "dim"}
@@ -64,7 +65,7 @@ def gate(
     try:
         verdict, found = run_gate(pol, files, progress=ctx.progress)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
+        err_console.print("[yellow]interrupted[/]", markup=True)
         raise typer.Exit(130) from None
     if save_results is not None:
         for res in found.values():
@@ -96,10 +97,10 @@ def render_verdict(ctx: Ctx, verdict) -> None:
     for col in ("status", "check", "value", "bound", "detail"):
         table.add_column(col, overflow="fold")
     for c in verdict.checks:
-        table.add_row(f"[{STYLE[c.status]}]{c.status}[/]", c.name, value_text(c), bound_text(c), c.message)
+        table.add_row(Text(c.status, style=STYLE.get(c.status, "")), c.name, value_text(c), bound_text(c),
+                      c.message)
     ctx.print(table)
     counts = ", ".join(f"{verdict.count(s)} {s}" for s in STYLE if verdict.count(s))
     word = {"pass": "[bold green]PASSED[/]", "fail": "[bold red]FAILED[/]",
             "error": "[bold yellow]ERROR[/] (a check could not be evaluated)"}[verdict.status]
-    line = f"verdict: {word} ({counts}); exit code {verdict.exit_code}"
-    console.print(line)
+    console.print(styled("verdict: " + word + " ({}); exit code {}", counts, verdict.exit_code), markup=True)
