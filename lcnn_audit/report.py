@@ -563,21 +563,18 @@ def _one_line(text: str) -> str:
 
 
 def md_text(text: str, code: bool = True) -> str:
-    """Markdown for a line of report text: no HTML (``<script>``, ``<img onerror>``), no links and
-    no table cell or line breaks from the data, while the report's own ``**bold**`` and
-    ```code``` spans keep working (code spans are literal in Markdown, so only their backticks
-    and line breaks matter). ``code=False`` escapes backticks too."""
+    """Markdown for a line of report text: no raw HTML (``<script>``, ``<img onerror>``), no links
+    and no table-cell or line breaks from the data. The report's own ``**bold**`` keeps working,
+    and its ```code``` spans become ``<code>`` elements whose content is escaped the same way (a
+    Markdown code span cannot hold an escaped ``<``). ``code=False`` escapes backticks too."""
     parts = _one_line(text).split("`") if code else [_one_line(text).replace("`", "\\`")]
     if len(parts) % 2 == 0:  # an unpaired backtick: treat it as text
         parts[-2:] = [parts[-2] + "\\`" + parts[-1]]
     out = []
     for i, part in enumerate(parts):
-        if i % 2:
-            out.append("`" + part.replace("|", "\\|") + "`")
-        else:
-            for ch, esc in _MD_ESCAPES:
-                part = part.replace(ch, esc)
-            out.append(part)
+        for ch, esc in _MD_ESCAPES:
+            part = part.replace(ch, esc)
+        out.append(f"<code>{part}</code>" if i % 2 else part)
     return "".join(out)
 
 
