@@ -179,7 +179,8 @@ class _live:
     def __enter__(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
+        self.bar = Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(),
+                            MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err_console,
                             transient=True, disable=self.ctx.opts.get("quiet", False))
         self.bar.__enter__()
