@@ -592,13 +592,19 @@ def _md_table(t: Table) -> list[str]:
     return lines
 
 
+def check_report_path(out: str | Path) -> str:
+    """``html`` or ``markdown`` for ``out``'s extension; a one-line error for any other."""
+    fmt = FORMATS.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise UsageError(f"-o {out}: unknown report type {Path(out).suffix!r}; use .html or .md")
+    return fmt
+
+
 def write_report(runs: Sequence[Run], out: str | Path, verdicts: Sequence[Verdict] = (), title: str | None = None,
                  plots: bool = True) -> Path:
     """Write ``out`` as HTML (``.html``) or Markdown (``.md``; figures go to ``<stem>_files/``)."""
     out = Path(out)
-    fmt = FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise UsageError(f"-o {out}: unknown report type {out.suffix!r}; use .html or .md")
+    fmt = check_report_path(out)
     if not runs and not verdicts:
         raise UsageError("nothing to report: give result files (--json of any command) or gate verdicts")
     sections = _build_checked(runs, verdicts, plots)

@@ -86,6 +86,11 @@ def attack(
     ).validate()
     if plot is not None:
         check_plot_path(plot)
+    ctx.check_outputs({"--plot": plot, "--save-adv": save_adv})
+    if save_adv is not None:
+        from ..attacks.adv_store import AdvStore
+
+        AdvStore(save_adv).check()
     run_kwargs = ctx.run_kwargs
     model = ctx.load_model()
     data = ctx.load_data()

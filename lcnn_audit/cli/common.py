@@ -156,7 +156,22 @@ class Ctx:
         resume = self.opts.get("resume", False)
         if resume and not self.opts.get("json_path"):
             raise UsageError("--resume needs --json PATH (its progress lives in PATH.partial)")
-        return {"state_path": self.state_path, "resume": resume}
+        # the state outlives a complete run until finish() has written the result
+        return {"state_path": self.state_path, "resume": resume, "keep_state": self.state_path is not None}
+
+    def inputs(self) -> dict:
+        """The input files of the shared options (what no output may overwrite)."""
+        return {"CHECKPOINT": self.opts.get("checkpoint") or self.opts.get("checkpoint_opt"),
+                "--data": self.opts.get("data"), "--arch": str(self.opts.get("arch") or "").rpartition(":")[0]
+                or None}
+
+    def check_outputs(self, outputs: dict | None = None, inputs: dict | None = None, dirs: dict | None = None) -> None:
+        """Check --json, --csv and the command's own ``outputs`` before anything runs (see
+        :func:`lcnn_audit.io.check_outputs`)."""
+        from ..io import check_outputs
+
+        outs = {"--json": self.opts.get("json_path"), "--csv": self.opts.get("csv_path"), **(outputs or {})}
+        check_outputs(outs, {**self.inputs(), **(inputs or {})}, dirs or {})
 
     @contextmanager
     def progress(self, description: str):
@@ -181,21 +196,49 @@ class Ctx:
             err_console.print(styled("[yellow]note:[/] {}", msg), markup=True)
 
     def finish(self, result) -> None:
-        """Write --json/--csv and say where; mark an interrupted run."""
+        """Write --json/--csv and say where; mark an interrupted run.
+
+        An interrupted run never replaces a complete result: its partial result goes beside it
+        (``NAME.incomplete.json``). The resume state is removed only once every file is written."""
         if not _is_main_rank():
             return
         jp, cp = self.opts.get("json_path"), self.opts.get("csv_path")
-        if jp:
-            result.save_json(jp)
-            console.print(f"wrote {jp}")
-        if cp:
-            result.save_csv(cp)
-            console.print(f"wrote {cp}")
-        if not result.complete:
-            where = f"; rerun with --resume to continue from {self.state_path}" if self.state_path else ""
-            err_console.print(styled("[yellow]interrupted:[/] partial result marked incomplete{}", where),
-                              markup=True)
-            raise typer.Exit(130)
+        for path, save in ((jp, result.save_json), (cp, result.save_csv)):
+            if path:
+                console.print(f"wrote {write_result(path, save, result.complete)}")
+        if result.complete:
+            if self.state_path is not None:
+                from ..runner import state_files
+
+                for f in state_files(self.state_path):
+                    f.unlink()
+            return
+        where = f"; rerun with --resume to continue from {self.state_path}" if self.state_path else ""
+        err_console.print(styled("[yellow]interrupted:[/] partial result marked incomplete{}", where),
+                          markup=True)
+        raise typer.Exit(interrupt_code())
+
+
+def write_result(path: Path, save, complete: bool) -> Path:
+    """``save(path)``; for an interrupted run, ``save(NAME.incomplete.EXT)`` instead when
+    ``path`` already holds a complete result (which then stays as it was). A complete run
+    removes a stale ``NAME.incomplete.EXT``."""
+    from ..io import holds_complete_result, incomplete_path
+
+    beside = incomplete_path(path)
+    if not complete and holds_complete_result(path):
+        save(beside)
+        err_console.print(f"note: {path} holds a complete result and is kept; the partial result is in {beside}")
+        return beside
+    save(path)
+    if complete and beside.is_file():
+        beside.unlink()
+    return Path(path)
+
+
+def interrupt_code() -> int:
+    """130 (128 + SIGINT); main() turns it into 143 when the stop came from SIGTERM."""
+    return 130
 
 
 def _is_main_rank() -> bool:
@@ -225,12 +268,14 @@ def command_options(*groups: str):
         def wrapper(**kwargs):
             ctx = Ctx({k: kwargs.pop(k) for k in list(kwargs) if k in shared})
             try:
+                if "output" in groups:
+                    ctx.check_outputs()  # the command checks its own outputs with these again
                 return fn(ctx=ctx, **kwargs)
             except LcnnAuditError as err:
                 fail(err)
             except KeyboardInterrupt:
                 err_console.print("[yellow]interrupted[/]", markup=True)
-                raise typer.Exit(130) from None
+                raise typer.Exit(interrupt_code()) from None
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
         positional = [p for p in extra if p.name == "checkpoint"]

@@ -18,7 +18,9 @@ def demo(
 ) -> None:
     """Run the audits on the bundled demo CNN and Fashion-MNIST sample (no downloads)."""
     from ..demo import DEMO_STEPS, run_demo
+    from ..io import check_outputs
 
+    check_outputs({}, dirs={"--out": out})
     ctx = Ctx({"quiet": quiet})
     for step in DEMO_STEPS:
         with ctx.progress(step.title) as bar:

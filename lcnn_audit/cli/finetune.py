@@ -101,6 +101,12 @@ def finetune(
         raise UsageError("--from-scratch needs --arch (e.g. --arch small_cnn --arch-kwargs width=16)")
     if not from_scratch and not ck:
         raise UsageError("no checkpoint given: pass CHECKPOINT to fine-tune, or --from-scratch --arch NAME")
+    from .convert import check_model_path
+
+    check_model_path(out, "--out")
+    ctx.check_outputs({"--out": out, "--json": json_path},
+                      {"--data": data, "--test-data": test_data_spec},
+                      {"--run-dir": run_dir or out.with_name(out.stem + ".run")})
     ms = parse_float_list(milestones, "--milestones")
     if lcnn or lambda_beta or lambda_gamma:
         lambda_beta = PAPER_LAMBDA_BETA if lambda_beta is None else lambda_beta
@@ -144,8 +150,9 @@ def finetune(
         result = train(model, train_data, test_data, config, run_dir=run_dir, resume=resume, output=out,
                        run_config={"source": source}, on_step=on_step, on_epoch=on_epoch)
     if json_path:
-        result.save_json(json_path)
-        console.print(f"wrote {json_path}")
+        from .common import write_result
+
+        console.print(f"wrote {write_result(json_path, result.save_json, result.complete)}")
     if not result.complete:
         err_console.print(styled("[yellow]interrupted:[/] checkpoint saved in {}; rerun the same command with "
                                  "--resume to continue", run_dir), markup=True)

@@ -60,8 +60,19 @@ def gate(
         raise UsageError(f"unexpected argument {more_results[0]}: pass result files with --results")
     if files and save_results is not None:
         raise UsageError("--save-results writes the results of audits the gate runs; with --results nothing runs")
+    from ..io import check_outputs
+
     ctx = Ctx({"quiet": quiet})
+    outputs = {"--json": json_path, "--junit": junit, "--markdown": markdown}
+    check_outputs(outputs, {"POLICY.yaml": policy, "--results": _expand(files)}, {"--save-results": save_results})
     pol = load_policy(policy, compute=not files, regression=not no_regression)
+    inputs = {"model.checkpoint": pol.model.checkpoint if pol.model else None,
+              "data.path": pol.data.path if pol.data else None,
+              "relative_to": [c.relative_to for c in pol.checks if c.relative_to]}
+    check_outputs(outputs, inputs)
+    if save_results is not None and save_results.is_dir():  # an audit's result must not replace an input
+        check_outputs({f"--save-results ({a})": save_results / f"{a.replace('_', '-')}.json" for a in pol.audits},
+                      {**inputs, "POLICY.yaml": policy})
     try:
         verdict, found = run_gate(pol, files, progress=ctx.progress)
     except KeyboardInterrupt:
@@ -73,6 +84,14 @@ def gate(
     render_verdict(ctx, verdict)
     _write_outputs(ctx, verdict, json_path, junit, markdown)
     raise typer.Exit(verdict.exit_code)
+
+
+def _expand(files: list[Path]) -> list[Path]:
+    """Result paths with each directory standing for its *.json files (as --results reads them)."""
+    out: list[Path] = []
+    for f in files:
+        out += sorted(f.glob("*.json")) if f.is_dir() else [f]
+    return out
 
 
 def _write_outputs(ctx: Ctx, verdict, json_path, junit, markdown) -> None:
