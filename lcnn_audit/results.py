@@ -123,6 +123,8 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditResult:
+        if not isinstance(d, dict):
+            raise UsageError(f"not an lcnn-audit result: a JSON {type(d).__name__}, not a mapping")
         missing = [k for k in ("command", "config", "summary", "per_sample") if k not in d]
         if missing:
             raise UsageError(f"not an lcnn-audit result: missing keys {missing}")
@@ -151,7 +153,12 @@ class AuditResult:
 
     @classmethod
     def load(cls, path: str | Path) -> AuditResult:
-        return cls.from_dict(read_json(path, "result file"))
+        try:
+            return cls.from_dict(read_json(path, "result file"))
+        except UsageError as err:
+            if str(path) in str(err):
+                raise
+            raise UsageError(f"{path}: {err}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -268,6 +268,7 @@ def command_options(*groups: str):
         def wrapper(**kwargs):
             ctx = Ctx({k: kwargs.pop(k) for k in list(kwargs) if k in shared})
             try:
+                check_float_options(kwargs)
                 if "output" in groups:
                     ctx.check_outputs()  # the command checks its own outputs with these again
                 return fn(ctx=ctx, **kwargs)
@@ -284,6 +285,15 @@ def command_options(*groups: str):
         return wrapper
 
     return deco
+
+
+def check_float_options(values: dict) -> None:
+    """Every float option is finite: ``--eps nan`` or ``--tol inf`` is an error, never a NaN result."""
+    from ..validation import finite_problems
+
+    problems = finite_problems(values.items())
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 def handle_errors(fn):

@@ -50,6 +50,9 @@ class GradRobustnessOptions:
     curvature: CurvatureOptions = field(default_factory=CurvatureOptions)
 
     def validate(self) -> None:
+        from ..validation import check_finite
+
+        check_finite(self)
         if not self.radii or any(not (r > 0 and math.isfinite(r)) for r in self.radii):
             raise UsageError("--radii must be positive numbers")
         if self.draws < 1:
