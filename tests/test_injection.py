@@ -251,6 +251,8 @@ def test_gate_markdown_escapes_names_and_notices(gate_outputs):
 def test_gate_terminal_output_prints_markup_literally(gate_outputs):
     _, out = gate_outputs
     assert "verdict: FAILED" in out
+    assert "\x1b" not in out and "\\x1b" in out, "a control character reached the terminal"
+    assert "<script>alert(1)</script>" in " ".join(out.split()) or "<script>alert(1)</script>" in out
 
 
 def test_xml_text_strips_what_xml_forbids():

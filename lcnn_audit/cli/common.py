@@ -31,9 +31,16 @@ console = Console(stderr=False, highlight=False, markup=False)
 err_console = Console(stderr=True, highlight=False, markup=False)
 
 
+def plain(text) -> str:
+    """``text`` for the terminal: control characters (ESC sequences from a hostile file could
+    recolour, retitle or rewrite the terminal) shown as ``\\xNN``; tab and newline kept."""
+    return "".join(ch if ch in "\t\n" or not (ord(ch) < 32 or 127 <= ord(ch) < 160) else f"\\x{ord(ch):02x}"
+                   for ch in str(text))
+
+
 def styled(markup: str, *data: str) -> str:
     """``markup`` (Rich markup with ``{}`` slots) with each of ``data`` escaped into its slot."""
-    return markup.format(*(escape(str(d)) for d in data))
+    return markup.format(*(escape(plain(d)) for d in data))
 
 
 def _opt(*names, help: str, panel: str, **kw):

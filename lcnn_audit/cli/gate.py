@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import app
-from .common import Ctx, console, err_console, handle_errors, styled
+from .common import Ctx, console, err_console, handle_errors, plain, styled
 
 O = "Output"
 STYLE = {"pass": "green", "fail": "bold red", "error": "yellow", "skip": "dim"}
@@ -112,12 +112,12 @@ def render_verdict(ctx: Ctx, verdict) -> None:
 
     for note in verdict.notices:
         ctx.notice(note)
-    table = Table(title=f"gate {verdict.name}: {len(verdict.checks)} check(s)", title_justify="left")
+    table = Table(title=plain(f"gate {verdict.name}: {len(verdict.checks)} check(s)"), title_justify="left")
     for col in ("status", "check", "value", "bound", "detail"):
         table.add_column(col, overflow="fold")
     for c in verdict.checks:
-        table.add_row(Text(c.status, style=STYLE.get(c.status, "")), c.name, value_text(c), bound_text(c),
-                      c.message)
+        table.add_row(Text(c.status, style=STYLE.get(c.status, "")),
+                      *(plain(t) for t in (c.name, value_text(c), bound_text(c), c.message)))
     ctx.print(table)
     counts = ", ".join(f"{verdict.count(s)} {s}" for s in STYLE if verdict.count(s))
     word = {"pass": "[bold green]PASSED[/]", "fail": "[bold red]FAILED[/]",
