@@ -1,7 +1,8 @@
 """Output files: checked before any computation, written atomically, never lost.
 
-* :func:`check_outputs` refuses, up front, an output path that is a directory, whose folder is
-  missing or read-only, that is one of the command's input files, or that two outputs share;
+* :func:`check_outputs` refuses, up front, an output path that is a directory, whose folder
+  cannot be created or written (a file in the way, no permission), that is one of the
+  command's input files, or that two outputs share;
 * everything is written to a temporary file in the destination's directory, flushed,
   fsync'ed and then renamed over the destination (``os.replace`` is atomic on POSIX and
   Windows): a file the user asked for is either complete or absent, and a failed write (a full
@@ -117,8 +118,8 @@ def check_outputs(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, P
     """Refuse, before anything runs, output paths that could not be written or would destroy
     an input. ``outputs`` and ``dirs`` map an option name (``--json``) to a file path or an
     output directory, ``inputs`` an option name to an input path (or several). Raises one
-    :class:`OutputError`. A missing folder for a file output is an error (a typo would
-    otherwise silently create a tree); output directories are created if needed."""
+    :class:`OutputError`. Missing folders are fine when they can be created (the write
+    creates them, as CI recipes such as ``--json gate/verdict.json`` expect)."""
     files = {k: Path(v) for k, v in dict(outputs).items() if v is not None}
     folders = {k: Path(v) for k, v in dict(dirs).items() if v is not None}
     ins: list[tuple[str, Path]] = []
@@ -129,21 +130,11 @@ def check_outputs(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, P
     for opt, p in files.items():
         if p.is_dir():
             raise OutputError(f"{opt} {p} is a directory; give a file name")
-        parent = p.parent
-        if not parent.exists():
-            raise OutputError(f"{opt} {p}: the folder {parent} does not exist; create it first")
-        if not parent.is_dir():
-            raise OutputError(f"{opt} {p}: {parent} is not a folder")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"{opt} {p}: cannot write in {parent} (permission denied)")
+        _check_folder(opt, p, p.parent)
     for opt, p in folders.items():
         if p.exists() and not p.is_dir():
             raise OutputError(f"{opt} {p} is a file, not a folder")
-        probe = p
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-            raise OutputError(f"{opt} {p}: cannot create or write in it (no writable folder {probe})")
+        _check_folder(opt, p, p)
     for opt, p in files.items():
         for name, q in ins:
             if _same(p, q):
@@ -155,6 +146,18 @@ def check_outputs(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, P
         if key in seen:
             raise OutputError(f"{seen[key]} and {opt} name the same file {p}; give each output its own path")
         seen[key] = opt
+
+
+def _check_folder(opt: str, p: Path, folder: Path) -> None:
+    """``folder`` exists and is writable, or its nearest existing ancestor is a writable folder."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{opt} {p}: cannot create the folder {folder}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "write in" if probe == folder else "create the folder " + str(folder) + " in"
+        raise OutputError(f"{opt} {p}: cannot {what} {probe} (permission denied)")
 
 
 def incomplete_path(path: PathLike) -> Path:

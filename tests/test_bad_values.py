@@ -186,5 +186,7 @@ def test_markup_characters_in_paths_print_literally(tmp_path, name):
     pol = tmp_path / name / "p.yaml"
     res = invoke("gate", pol, "--results", tmp_path / "r.json")
     one_line_error(res, f"policy file not found: {pol}")
-    res = invoke("curvature", "demo", "--json", tmp_path / name / "sub" / "r.json")
-    one_line_error(res, f"{tmp_path / name / 'sub'} does not exist")
+    (tmp_path / name).mkdir(parents=True)
+    (tmp_path / name / "f").write_text("a file in the way")
+    res = invoke("curvature", "demo", "--json", tmp_path / name / "f" / "r.json")
+    one_line_error(res, f"cannot create the folder {tmp_path / name / 'f'}")

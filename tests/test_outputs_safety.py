@@ -65,16 +65,16 @@ def _cases(tmp_path: Path, make: bool = True):
         data.write_bytes(b"not read")
         ck.write_bytes(b"not read")
         res.write_text("{}")
-    missing = tmp_path / "no" / "such"
+    missing = res / "sub"  # a folder that cannot be created: a file is in the way
     return {
         "json is a directory": (["curvature", "demo", "--json", d], ["--json", "is a directory"]),
-        "csv parent missing": (["curvature", "demo", "--csv", missing / "x.csv"], ["--csv", "does not exist"]),
+        "csv folder cannot be created": (["curvature", "demo", "--csv", missing / "x.csv"], ["--csv", "is a file"]),
         "json onto the data": (["curvature", "demo", "--data", data, "--json", data], ["--json", "input --data"]),
         "json onto the checkpoint": (["discrepancy", ck, "--json", ck], ["--json", "input CHECKPOINT"]),
         "json and csv the same": (["attack", "demo", "--json", tmp_path / "a", "--csv", tmp_path / "a"],
                                   ["--json and --csv name the same file"]),
         "save-adv is a directory": (["attack", "demo", "--save-adv", d], ["--save-adv", "is a directory"]),
-        "attack plot parent missing": (["attack", "demo", "--plot", missing / "p.png"], ["--plot", "does not exist"]),
+        "attack plot folder cannot be created": (["attack", "demo", "--plot", missing / "p.png"], ["--plot", "is a file"]),
         "grad plot unknown type": (["grad-robustness", "demo", "--plot", tmp_path / "p.gif"], ["unknown image type"]),
         "grad plot onto compare": (["grad-robustness", "demo", "--compare", ck, "--plot", ck.with_suffix(".png"),
                                     "--json", ck], ["input --compare"]),
@@ -89,12 +89,12 @@ def _cases(tmp_path: Path, make: bool = True):
         "report onto its input": (["report", res, "-o", tmp_path / "r.json"], ["unknown report type"]),
         "report onto its input (html)": (["report", tmp_path / "x.html", "-o", tmp_path / "x.html"],
                                          ["-o", "input RUN.json"]),
-        "report in a missing folder": (["report", res, "-o", missing / "r.html"], ["does not exist"]),
+        "report folder cannot be created": (["report", res, "-o", missing / "r.html"], ["is a file"]),
         "gate json onto the policy": (["gate", pol, "--results", res, "--json", pol], ["--json", "POLICY.yaml"]),
         "gate json onto a result": (["gate", pol, "--results", res, "--json", res], ["--json", "--results"]),
         "gate junit is a directory": (["gate", pol, "--results", res, "--junit", d], ["--junit", "is a directory"]),
-        "gate markdown parent missing": (["gate", pol, "--results", res, "--markdown", missing / "s.md"],
-                                         ["--markdown", "does not exist"]),
+        "gate markdown folder cannot be created": (["gate", pol, "--results", res, "--markdown", missing / "s.md"],
+                                         ["--markdown", "is a file"]),
         "gate save-results is a file": (["gate", pol, "--save-results", res], ["--save-results", "is a file"]),
         "demo out is a file": (["demo", "--out", res], ["--out", "is a file"]),
     }
@@ -117,6 +117,15 @@ def test_unwritable_folder_is_refused(tmp_path, monkeypatch, no_compute):
     real = os.access
     monkeypatch.setattr(lio.os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
     one_line_error(invoke("curvature", "demo", "--json", locked / "r.json"), "--json", "permission denied")
+    one_line_error(invoke("curvature", "demo", "--json", locked / "new" / "r.json"), "cannot create the folder",
+                   "permission denied")
+
+
+def test_missing_folders_are_created(tmp_path):
+    out = tmp_path / "gate" / "runs" / "r.json"
+    res = invoke("curvature", "demo", *FAST, "--json", out)
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["complete"]
 
 
 def test_check_outputs_library_api(tmp_path):
