@@ -24,6 +24,7 @@ IMG = f'<img src=x onerror="document.title={MARK}">'
 ATTR = f'"><img src=x onerror="document.title={MARK}"><b x="'
 PAYLOAD = f"{SCRIPT}{IMG}{ATTR}[x](javascript:alert(1))|cell\nnew line\x1b\x00"
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+RENDER_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_report_render.py"
 
 
 def check(**kw) -> dict:
@@ -137,6 +138,18 @@ def test_html_runs_no_script_in_headless_chromium(html_page, tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text(f"<!DOCTYPE html><html><head><title>t</title></head><body>{PAYLOAD}</body></html>")
     assert "PWNED" in _dump_dom(bad, tmp_path)
+
+
+def test_render_check_script_flags_active_content(html_page, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_report_render", RENDER_SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.static_checks(html_page.read_text()) | {"embedded_images": 0} == {
+        "scripts": 0, "event_handlers": 0, "remote_references": [], "embedded_images": 0, "invalid_images": []}
+    bad = mod.static_checks(f"<p>{IMG}</p><a href='javascript:x'>x</a>")
+    assert bad["event_handlers"] == 2
 
 
 def _dump_dom(page: Path, tmp_path: Path) -> str:
