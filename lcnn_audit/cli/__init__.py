@@ -1,18 +1,15 @@
-"""The ``lcnn-audit`` command line: a thin Typer layer over the Python API."""
+"""The ``lcnn-audit`` command line: a thin Typer layer over the Python API.
 
-import typer
+``app`` (the Typer app, in :mod:`._app`) is imported on first use, so that :func:`main`
+handles a Ctrl-C that arrives while the commands and torch are still being imported."""
 
-app = typer.Typer(
-    name="lcnn-audit",
-    help="Audit PyTorch image classifiers for input-space curvature and adversarial robustness, "
-    "and retrofit low-curvature (LCNN) layers.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
-from . import commands  # noqa: E402,F401  (registers the commands on ``app``)
+def __getattr__(name: str):
+    if name == "app":
+        from ._app import app
+
+        return app
+    raise AttributeError(f"module 'lcnn_audit.cli' has no attribute {name!r}")
 
 
 def main() -> None:
@@ -38,18 +35,24 @@ def _run(signal) -> int:
         else:
             raise KeyboardInterrupt
 
-    from .common import err_console, styled
-
-    exc = _click_exceptions()
-
     def interrupted() -> int:
-        err_console.print("[yellow]interrupted[/]", markup=True)
+        import sys
+
+        sys.stderr.write("interrupted\n")
         return 143 if terminated else 130
 
     try:
         signal.signal(signal.SIGTERM, on_sigterm)
-        from ..distributed import init_from_env, shutdown
+        import typer
 
+        from ..distributed import init_from_env, shutdown
+        from ._app import app
+        from .common import err_console, styled
+
+        exc = _click_exceptions()
+    except KeyboardInterrupt:  # Ctrl-C while the commands (and torch) are imported
+        return interrupted()
+    try:
         init_from_env()
         try:
             rc = app(standalone_mode=False)
