@@ -378,3 +378,22 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
         pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].strip() == "interrupted"
+
+
+def test_ctrl_c_while_the_commands_are_imported(monkeypatch, capsys):
+    """Deterministic form of the start-up case: KeyboardInterrupt inside ``import ._app``."""
+    import importlib.abc
+
+    from lcnn_audit import cli
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "lcnn_audit.cli._app":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "lcnn_audit.cli._app", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    monkeypatch.setattr(sys, "argv", ["lcnn-audit", "curvature", "demo"])
+    assert cli._run(signal) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

@@ -25,6 +25,16 @@ def main() -> None:
 
 
 def _run(signal) -> int:
+    """Run the app with SIGTERM turned into Ctrl-C; return the exit code. The SIGTERM handler
+    in force before is restored afterwards."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        return _run_app(signal)
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _run_app(signal) -> int:
     terminated: list[int] = []
 
     def on_sigterm(signum, frame):
