@@ -207,23 +207,29 @@ class Ctx:
 
         An interrupted run never replaces a complete result: its partial result goes beside it
         (``NAME.incomplete.json``). The resume state is removed only once every file is written."""
-        if not _is_main_rank():
+        if not _is_main_rank():  # its shard is on rank 0 now; only rank 0 writes
+            if result.complete:
+                self._drop_state()
             return
         jp, cp = self.opts.get("json_path"), self.opts.get("csv_path")
         for path, save in ((jp, result.save_json), (cp, result.save_csv)):
             if path:
                 console.print(f"wrote {write_result(path, save, result.complete)}")
         if result.complete:
-            if self.state_path is not None:
-                from ..runner import state_files
-
-                for f in state_files(self.state_path):
-                    f.unlink()
+            self._drop_state()
             return
         where = f"; rerun with --resume to continue from {self.state_path}" if self.state_path else ""
         err_console.print(styled("[yellow]interrupted:[/] partial result marked incomplete{}", where),
                           markup=True)
         raise typer.Exit(interrupt_code())
+
+    def _drop_state(self) -> None:
+        """Remove this rank's resume state files (once the result is safely written)."""
+        if self.state_path is not None:
+            from ..runner import state_files
+
+            for f in state_files(self.state_path):
+                f.unlink()
 
 
 def write_result(path: Path, save, complete: bool) -> Path:
