@@ -73,6 +73,8 @@ def _cases(tmp_path: Path, make: bool = True):
         "json onto the checkpoint": (["discrepancy", ck, "--json", ck], ["--json", "input CHECKPOINT"]),
         "json and csv the same": (["attack", "demo", "--json", tmp_path / "a", "--csv", tmp_path / "a"],
                                   ["--json and --csv name the same file"]),
+        "csv onto the resume state": (["curvature", "demo", "--json", tmp_path / "a.json", "--csv",
+                                       tmp_path / "a.json.partial"], ["--csv and the resume state"]),
         "save-adv is a directory": (["attack", "demo", "--save-adv", d], ["--save-adv", "is a directory"]),
         "attack plot folder cannot be created": (["attack", "demo", "--plot", missing / "p.png"],
                                                  ["--plot", "is a file"]),

@@ -177,7 +177,8 @@ class Ctx:
         :func:`lcnn_audit.io.check_outputs`)."""
         from ..io import check_outputs
 
-        outs = {"--json": self.opts.get("json_path"), "--csv": self.opts.get("csv_path"), **(outputs or {})}
+        outs = {"--json": self.opts.get("json_path"), "--csv": self.opts.get("csv_path"), **(outputs or {}),
+                "the resume state (--json PATH.partial)": self.state_path}
         check_outputs(outs, {**self.inputs(), **(inputs or {})}, dirs or {})
 
     @contextmanager
