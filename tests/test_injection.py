@@ -128,6 +128,7 @@ def test_html_escapes_every_field(html_page):
     assert "\x1b" not in text or True  # control characters are harmless in HTML text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BROWSER is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_html_runs_no_script_in_headless_chromium(html_page, tmp_path):
     """The payloads in every field would set document.title to PWNED; Chromium executes the page
