@@ -319,6 +319,9 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except LcnnAuditError as err:
             fail(err)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]", markup=True)
+            raise typer.Exit(interrupt_code()) from None
 
     return wrapper
 
