@@ -7,18 +7,32 @@ re-exported here.
 
 __version__ = "0.1.0"
 
-from .attacks import AttackOptions, attack_audit  # noqa: E402
-from .bound import bound_audit, curvature_bound  # noqa: E402
-from .convert import ConvertOptions, convert_model  # noqa: E402
-from .data import ImageData, load_data  # noqa: E402
-from .errors import LcnnAuditError  # noqa: E402
-from .gates import gate, load_policy  # noqa: E402
-from .geometry import CurvatureOptions, curvature_audit  # noqa: E402
-from .geometry.robustness import GradRobustnessOptions, discrepancy, grad_robustness  # noqa: E402
-from .loading import load_model, save_model  # noqa: E402
-from .report import write_report  # noqa: E402
-from .results import AuditResult  # noqa: E402
-from .training import TrainConfig, train  # noqa: E402
+#: public name -> the module that defines it; imported on first use (PEP 562), so that the
+#: command line starts (and a Ctrl-C during start-up is handled) before torch is imported
+_EXPORTS = {
+    "AttackOptions": "attacks", "attack_audit": "attacks", "bound_audit": "bound", "curvature_bound": "bound",
+    "ConvertOptions": "convert", "convert_model": "convert", "ImageData": "data", "load_data": "data",
+    "LcnnAuditError": "errors", "gate": "gates", "load_policy": "gates", "CurvatureOptions": "geometry",
+    "curvature_audit": "geometry", "GradRobustnessOptions": "geometry.robustness",
+    "discrepancy": "geometry.robustness", "grad_robustness": "geometry.robustness", "load_model": "loading",
+    "save_model": "loading", "write_report": "report", "AuditResult": "results", "TrainConfig": "training",
+    "train": "training",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lcnn_audit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "__version__", "AttackOptions", "AuditResult", "ConvertOptions", "CurvatureOptions", "GradRobustnessOptions",

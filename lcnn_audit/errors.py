@@ -17,6 +17,11 @@ class UsageError(LcnnAuditError):
     """An option value or a combination of options is invalid."""
 
 
+class OutputError(UsageError):
+    """An output path cannot be written (a directory, a missing or read-only folder, an input
+    file, a full disk). Raised before any computation where it can be foreseen."""
+
+
 class CheckpointError(LcnnAuditError):
     """A checkpoint is missing, corrupt, untrusted, or does not fit the architecture."""
 

@@ -246,9 +246,9 @@ class PenaltyConfig:
             v = getattr(self, name)
             if not (v >= 0) or v == float("inf"):
                 out.append(f"penalty weight {name} must be a finite number >= 0, got {v}")
-        if not (self.cure_h >= 0):
-            out.append(f"cure_h must be >= 0, got {self.cure_h}")
-        if not (self.cure_h_warmup >= 0):
+        if not (0 <= self.cure_h < float("inf")):
+            out.append(f"cure_h must be a finite number >= 0, got {self.cure_h}")
+        if not (0 <= self.cure_h_warmup < float("inf")):
             out.append(f"cure_h_warmup must be >= 0 epochs, got {self.cure_h_warmup}")
         for name in ("jacobian_probes", "cross_lipschitz_probes"):
             if getattr(self, name) < 0:

@@ -1,10 +1,24 @@
-"""Matplotlib figures (Agg backend, written atomically as PNG). They draw, never compute."""
+"""Matplotlib figures (Agg backend, written atomically in the format the file name's
+extension names: .png, .pdf, .svg, .jpg). They draw, never compute."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import UsageError
 from .io import write_with
+
+#: extension -> matplotlib savefig format
+IMAGE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def check_image_path(path, option: str = "--plot") -> str:
+    """The savefig format for ``path``'s extension; a one-line error for any other extension."""
+    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UsageError(f"{option} {path}: unknown image type {Path(path).suffix!r}; use one of "
+                         + ", ".join(IMAGE_FORMATS))
+    return fmt
 
 
 def _pyplot():
@@ -18,7 +32,8 @@ def _pyplot():
 
 def _save(fig, path) -> Path:
     plt = _pyplot()
-    out = write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    fmt = check_image_path(path)
+    out = write_with(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return out
 

@@ -89,7 +89,10 @@ def load_inputs(paths: Sequence[str | Path], labels: Sequence[str] | None = None
     for p in map(Path, paths):
         d = read_json(p, "report input")
         if isinstance(d, dict) and d.get("kind") == VERDICT_KIND:
-            verdicts.append(Verdict.from_dict(d))
+            try:
+                verdicts.append(Verdict.from_dict(d))
+            except UsageError as err:
+                raise UsageError(f"{p}: not a valid gate verdict: {err}") from None
         else:
             try:
                 runs.append((str(p), AuditResult.from_dict(d if isinstance(d, dict) else {})))
@@ -458,15 +461,16 @@ def _inline(text: str) -> str:
 def render_html(sections: Sequence[Section], title: str = "lcnn-audit report") -> str:
     """One self-contained HTML page: inline CSS, images as data URIs, no scripts or remote links."""
     body = [f"<h1>{html.escape(title)}</h1>",
-            "<nav>" + "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections) + "</nav>"]
+            "<nav>" + "".join(f'<a href="#{_attr(s.anchor)}">{html.escape(s.title)}</a>' for s in sections)
+            + "</nav>"]
     for s in sections:
         badge = _html_badge(s.status) + " " if s.status else ""
-        body.append(f'<section id="{s.anchor}"><h2>{badge}{html.escape(s.title)}</h2>')
+        body.append(f'<section id="{_attr(s.anchor)}"><h2>{badge}{html.escape(s.title)}</h2>')
         figures: list[str] = []
         for b in [*s.blocks, None]:
             if isinstance(b, Figure):
                 data = base64.b64encode(b.png).decode("ascii")
-                figures.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.alt)}">'
+                figures.append(f'<figure><img src="data:image/png;base64,{data}" alt="{_attr(b.alt)}">'
                                f"<figcaption>{_inline(b.caption)}</figcaption></figure>")
                 continue
             if figures:  # consecutive figures share a wrapping row
@@ -486,8 +490,21 @@ def render_html(sections: Sequence[Section], title: str = "lcnn-audit report") -
             + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
 
 
+def _attr(text: str) -> str:
+    """An attribute value: every quote and angle bracket escaped (html.escape with quote=True)."""
+    return html.escape(str(text), quote=True)
+
+
+def _status(status: str) -> str:
+    """Only the known check statuses reach the output (a verdict file is untrusted input)."""
+    if status not in STATUS_MARK:
+        raise UsageError(f"unknown check status {status!r}; one of {', '.join(STATUS_MARK)}")
+    return status
+
+
 def _html_badge(status: str) -> str:
-    return f'<span class="badge {status}">{html.escape(status.upper())}</span>'
+    status = _status(status)
+    return f'<span class="badge {_attr(status)}">{html.escape(status.upper())}</span>'
 
 
 def _html_cell(c: str | Badge) -> str:
@@ -504,7 +521,7 @@ def _html_table(t: Table) -> str:
     head = "".join(f"<th{cls(j)}>{html.escape(h)}</th>" for j, h in enumerate(t.header))
     rows = []
     for i, row in enumerate(t.rows):
-        rc = f' class="{t.row_classes[i]}"' if i < len(t.row_classes) else ""
+        rc = f' class="{_attr(_status(t.row_classes[i]))}"' if i < len(t.row_classes) else ""
         rows.append(f"<tr{rc}>" + "".join(f"<td{cls(j, str(c))}>{_html_cell(c)}</td>" for j, c in enumerate(row))
                     + "</tr>")
     cap = f"<caption>{_inline(t.caption)}</caption>" if t.caption else ""
@@ -515,27 +532,54 @@ def render_markdown(sections: Sequence[Section], title: str | None = "lcnn-audit
                     image_dir: str | Path | None = None, image_prefix: str = "", level: int = 2) -> str:
     """GitHub-flavoured Markdown. Figures are written as PNG files into ``image_dir`` and linked
     as ``image_prefix + name.png``; without ``image_dir`` they are left out."""
-    out = [f"# {title}", ""] if title else []
+    out = [f"# {md_text(title)}", ""] if title else []
     for s in sections:
-        mark = STATUS_MARK[s.status].split()[0] + " " if s.status else ""
-        out += [f"{'#' * level} {mark}{s.title}", ""]
+        mark = STATUS_MARK[_status(s.status)].split()[0] + " " if s.status else ""
+        out += [f"{'#' * level} {mark}{md_text(s.title)}", ""]
         for b in s.blocks:
             if isinstance(b, str):
-                out += [b, ""]
+                out += [md_text(b), ""]
             elif isinstance(b, list):
-                out += [f"- {x}" for x in b] + [""]
+                out += [f"- {md_text(x)}" for x in b] + [""]
             elif isinstance(b, Table):
                 out += _md_table(b) + [""]
             elif isinstance(b, Figure) and image_dir is not None:
                 write_bytes(Path(image_dir) / f"{b.name}.png", b.png)
-                out += [f"![{b.alt}]({image_prefix}{b.name}.png)", "", f"*{b.caption}*" if b.caption else "", ""]
+                out += [f"![{md_text(b.alt, code=False)}]({image_prefix}{b.name}.png)", "",
+                        f"*{md_text(b.caption)}*" if b.caption else "", ""]
     out.append(f"<sub>Generated by lcnn-audit {__version__}.</sub>")
     return "\n".join(out) + "\n"
 
 
+#: characters that Markdown (or the HTML it may contain) would interpret, with their escapes;
+#: ``&`` first so that the entities added for < and > are not escaped again
+_MD_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("[", "\\["), ("]", "\\]"), ("|", "\\|"))
+
+
+def _one_line(text: str) -> str:
+    """Line breaks (and other control characters) become spaces: a value never starts a new line."""
+    return "".join(" " if ch in "\r\n\t\f\v\x85\u2028\u2029" or (ord(ch) < 32 or 127 <= ord(ch) < 160)
+                   else ch for ch in str(text))
+
+
+def md_text(text: str, code: bool = True) -> str:
+    """Markdown for a line of report text: no raw HTML (``<script>``, ``<img onerror>``), no links
+    and no table-cell or line breaks from the data. The report's own ``**bold**`` keeps working,
+    and its ```code``` spans become ``<code>`` elements whose content is escaped the same way (a
+    Markdown code span cannot hold an escaped ``<``). ``code=False`` escapes backticks too."""
+    parts = _one_line(text).split("`") if code else [_one_line(text).replace("`", "\\`")]
+    if len(parts) % 2 == 0:  # an unpaired backtick: treat it as text
+        parts[-2:] = [parts[-2] + "\\`" + parts[-1]]
+    out = []
+    for i, part in enumerate(parts):
+        for ch, esc in _MD_ESCAPES:
+            part = part.replace(ch, esc)
+        out.append(f"<code>{part}</code>" if i % 2 else part)
+    return "".join(out)
+
+
 def _md_cell(c: str | Badge) -> str:
-    text = STATUS_MARK[c.status] if isinstance(c, Badge) else c
-    return text.replace("|", "\\|").replace("\n", " ")
+    return STATUS_MARK[_status(c.status)] if isinstance(c, Badge) else md_text(c)
 
 
 def _md_table(t: Table) -> list[str]:
@@ -544,25 +588,55 @@ def _md_table(t: Table) -> list[str]:
              "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
     if t.caption:
-        lines += ["", f"*{t.caption}*"]
+        lines += ["", f"*{md_text(t.caption)}*"]
     return lines
+
+
+def check_report_path(out: str | Path) -> str:
+    """``html`` or ``markdown`` for ``out``'s extension; a one-line error for any other."""
+    fmt = FORMATS.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise UsageError(f"-o {out}: unknown report type {Path(out).suffix!r}; use .html or .md")
+    return fmt
 
 
 def write_report(runs: Sequence[Run], out: str | Path, verdicts: Sequence[Verdict] = (), title: str | None = None,
                  plots: bool = True) -> Path:
     """Write ``out`` as HTML (``.html``) or Markdown (``.md``; figures go to ``<stem>_files/``)."""
     out = Path(out)
-    fmt = FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise UsageError(f"-o {out}: unknown report type {out.suffix!r}; use .html or .md")
+    fmt = check_report_path(out)
     if not runs and not verdicts:
         raise UsageError("nothing to report: give result files (--json of any command) or gate verdicts")
-    sections = build_report(runs, verdicts, plots=plots)
+    sections = _build_checked(runs, verdicts, plots)
     title = title or "lcnn-audit report"
     if fmt == "html":
         return write_text(out, render_html(sections, title))
     img_dir = out.with_name(f"{out.stem}_files")
     return write_text(out, render_markdown(sections, title, image_dir=img_dir, image_prefix=f"{img_dir.name}/"))
+
+
+#: what a result file of the right top-level shape but a wrong inner structure raises while its
+#: tables are built (a value of the wrong type, a missing key, a list that is too short)
+_STRUCTURE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def _build_checked(runs: Sequence[Run], verdicts: Sequence[Verdict], plots: bool) -> list[Section]:
+    """:func:`build_report`, with a one-line error naming the file whose structure is wrong."""
+    try:
+        return build_report(runs, verdicts, plots=plots)
+    except _STRUCTURE_ERRORS as err:
+        culprit = next((r.path for r in runs if not _builds(r)), None)
+        where = f"{culprit}: " if culprit else ""
+        raise UsageError(f"{where}the result file has an unexpected structure ({type(err).__name__}: "
+                         f"{str(err)[:80]}); pass result files written by lcnn-audit --json") from None
+
+
+def _builds(run: Run) -> bool:
+    try:
+        build_report([run], plots=False)
+    except _STRUCTURE_ERRORS:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- verdict outputs
@@ -573,9 +647,24 @@ def verdict_markdown(verdict: Verdict) -> str:
     return render_markdown([verdict_section(verdict)], title=None, level=2)
 
 
+def xml_text(text) -> str:
+    """``text`` with every character XML 1.0 forbids (control characters other than tab, line
+    feed and carriage return, lone surrogates, U+FFFE/U+FFFF) written visibly as ``\\xNN`` /
+    ``\\uNNNN``; ElementTree escapes the rest (``<``, ``&``, quotes)."""
+    out = []
+    for ch in str(text):
+        o = ord(ch)
+        if o in (0x9, 0xA, 0xD) or 0x20 <= o <= 0xD7FF or 0xE000 <= o <= 0xFFFD or 0x10000 <= o <= 0x10FFFF:
+            out.append(ch)
+        else:
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+    return "".join(out)
+
+
 def verdict_junit(verdict: Verdict) -> str:
     """JUnit XML: one ``<testcase>`` per check; a failed check is a ``<failure>``, a check that
-    could not be evaluated an ``<error>``."""
+    could not be evaluated an ``<error>``. Every attribute and text passes :func:`xml_text`."""
+    verdict = _xml_safe_verdict(verdict)
     suites = ET.Element("testsuites", name="lcnn-audit gate", tests=str(len(verdict.checks)),
                         failures=str(verdict.count("fail")), errors=str(verdict.count("error")),
                         time=f"{verdict.seconds:.3f}")
@@ -600,6 +689,22 @@ def verdict_junit(verdict: Verdict) -> str:
         ET.SubElement(case, "system-out").text = f"{c.message}\n{detail}"
     ET.indent(suites)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def _xml_safe_verdict(verdict: Verdict) -> Verdict:
+    """The verdict with every string that reaches the XML passed through :func:`xml_text`."""
+    import dataclasses
+
+    def fix(v):
+        return xml_text(v) if isinstance(v, str) else v
+
+    checks = tuple(dataclasses.replace(c, **{f.name: fix(getattr(c, f.name)) for f in dataclasses.fields(c)
+                                            if f.name not in ("status", "op", "interval")})
+                   for c in verdict.checks)
+    return dataclasses.replace(verdict, policy=fix(verdict.policy), name=fix(verdict.name), checks=checks,
+                               sources={fix(k): fix(v) for k, v in verdict.sources.items()},
+                               notices=tuple(fix(n) for n in verdict.notices),
+                               lcnn_audit_version=fix(verdict.lcnn_audit_version))
 
 
 __all__ = ["Figure", "Run", "Section", "Table", "bound_text", "build_report", "load_inputs", "render_html",

@@ -123,9 +123,23 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditResult:
+        if not isinstance(d, dict):
+            raise UsageError(f"not an lcnn-audit result: a JSON {type(d).__name__}, not a mapping")
         missing = [k for k in ("command", "config", "summary", "per_sample") if k not in d]
         if missing:
             raise UsageError(f"not an lcnn-audit result: missing keys {missing}")
+        if not isinstance(d["command"], str):
+            raise UsageError("not an lcnn-audit result: command must be a string")
+        for key in ("config", "summary", "per_sample", "timing", "environment"):
+            if not isinstance(d.get(key, {}), dict):
+                raise UsageError(f"not an lcnn-audit result: {key} must be a mapping, got {type(d[key]).__name__}")
+        bad = [k for k, v in d["per_sample"].items() if not isinstance(v, list)]
+        if bad:
+            raise UsageError(f"not an lcnn-audit result: per_sample.{bad[0]} must be a list")
+        if not isinstance(d.get("complete", True), bool):
+            raise UsageError("not an lcnn-audit result: complete must be true or false")
+        if not isinstance(d.get("lcnn_audit_version", ""), str):
+            raise UsageError("not an lcnn-audit result: lcnn_audit_version must be a string")
         return cls(
             command=d["command"],
             config=d["config"],
@@ -139,7 +153,12 @@ class AuditResult:
 
     @classmethod
     def load(cls, path: str | Path) -> AuditResult:
-        return cls.from_dict(read_json(path, "result file"))
+        try:
+            return cls.from_dict(read_json(path, "result file"))
+        except UsageError as err:
+            if str(path) in str(err):
+                raise
+            raise UsageError(f"{path}: {err}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

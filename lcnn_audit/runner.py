@@ -3,7 +3,9 @@
 ``run_batches`` feeds ``ImageData`` to a ``compute(batch) -> {field: per-sample values}``
 function and concatenates the fields in dataset order. With a ``state_path`` it writes
 the per-sample values done so far after every batch (atomically), so ``resume=True``
-continues an interrupted run; Ctrl-C stops after saving and returns ``complete=False``.
+continues an interrupted run; Ctrl-C (and SIGTERM under the CLI) stops after saving and
+returns ``complete=False``. A complete run removes its state file, unless ``keep_state``:
+the CLI keeps it until the result file is written, so that a failed write loses nothing.
 Under ``torch.distributed`` each rank computes a deterministic shard of the samples and
 rank 0 receives all of them, in dataset order.
 """
@@ -80,6 +82,7 @@ def run_batches(
     state_path: str | Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    keep_state: bool = False,
 ) -> RunOutput:
     """Run ``compute`` over ``data`` in batches; see the module docstring."""
     rank, world = dist_info()
@@ -91,14 +94,14 @@ def run_batches(
     fields: dict[str, list] = {}
     done = lo
     if resume and state_path is not None and state_path.exists():
-        try:
-            state = json.loads(state_path.read_text())
-        except json.JSONDecodeError:
-            raise ResumeError(f"resume state {state_path} is corrupt; delete it to start over") from None
+        state = read_state(state_path)
         if state.get("fingerprint") != fp:
             raise ResumeError(f"resume state {state_path} belongs to a run with different options; "
                               "rerun with the same options or delete the file to start over")
-        fields, done = state["per_sample"], int(state["done"])
+        fields, done = state["per_sample"], state["done"]
+        if not lo <= done <= hi or any(len(v) != done - lo for v in fields.values()):
+            raise ResumeError(f"resume state {state_path} does not match this data ({done} of samples {lo}..{hi} "
+                              "done); delete it to start over")
     resumed_from = done - lo
     t0 = time.perf_counter()
     complete = True
@@ -120,9 +123,38 @@ def run_batches(
     seconds = time.perf_counter() - t0
     if world > 1:
         fields, complete = _gather(fields, complete, rank, world)
-    if complete and state_path is not None and state_path.exists():
+    if complete and not keep_state and state_path is not None and state_path.exists():
         state_path.unlink()
     return RunOutput(per_sample=fields, complete=complete, seconds=seconds, resumed_from=resumed_from)
+
+
+def read_state(path: Path) -> dict:
+    """A resume state file, checked: ``{"fingerprint": str, "done": int, "per_sample": {field: list}}``."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ResumeError(f"resume state {path} is corrupt (not JSON text); delete it to start over") from None
+    except OSError as err:
+        raise ResumeError(f"cannot read resume state {path}: {err.strerror}") from None
+    ok = (isinstance(state, dict) and isinstance(state.get("fingerprint"), str)
+          and isinstance(state.get("done"), int) and not isinstance(state.get("done"), bool)
+          and isinstance(state.get("per_sample"), dict)
+          and all(isinstance(v, list) for v in state["per_sample"].values()))
+    if not ok:
+        raise ResumeError(f"resume state {path} is not an lcnn-audit resume state (fingerprint, done, per_sample); "
+                          "delete it to start over")
+    return state
+
+
+def state_files(state_path: str | Path) -> list[Path]:
+    """Every resume state file a run with ``state_path`` may leave: the file itself, one per
+    discrepancy split (``.train``, ``.test``) and, under torchrun, one per rank (``.rankN``)."""
+    p = Path(state_path)
+    rank, world = dist_info()
+    bases = [p, p.with_name(p.name + ".train"), p.with_name(p.name + ".test")]
+    if world > 1:
+        bases = [b.with_name(f"{b.name}.rank{rank}") for b in bases]
+    return [b for b in bases if b.is_file()]
 
 
 def _gather(fields: dict[str, list], complete: bool, rank: int, world: int):

@@ -120,7 +120,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise one :class:`ConfigError` listing every problem."""
-        p: list[str] = []
+        from .validation import finite_problems
+
+        p: list[str] = finite_problems(((k, getattr(self, k)) for k in ("lr", "momentum", "weight_decay", "lr_decay")),
+                                       name=str)
+        if self.adversarial is not None:
+            p += finite_problems(((f"adversarial {k}", getattr(self.adversarial, k)) for k in ("eps", "step_size")),
+                                 name=str)
         if self.epochs < 0:
             p.append(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 2:

@@ -3,7 +3,8 @@
 
     python scripts/check_report_render.py report.html --png report.png
 
-1. Static checks: no scripts, no remote resources (every ``src``/``href`` is a data URI or a
+1. Static checks: no scripts, no inline event handlers (``onerror=``...) and no
+   ``javascript:`` URLs, no remote resources (every ``src``/``href`` is a data URI or a
    ``#fragment``, no ``url(http...)`` or ``@import``), and every embedded image is a valid PNG.
 2. Renders the page with headless Chromium (Debian: ``apt-get install chromium``), offline
    (background networking off, a fresh profile), to a PNG screenshot.
@@ -48,7 +49,10 @@ def static_checks(text: str) -> dict:
     remote += re.findall(r"url\(\s*['\"]?https?:[^)]*\)", text) + re.findall(r"@import[^;]*;", text)
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     bad = [i for i, data in enumerate(images) if not base64.b64decode(data).startswith(PNG_MAGIC)]
-    return {"scripts": len(re.findall(r"<script\b", text, flags=re.I)), "remote_references": remote,
+    handlers = re.findall(r"<[a-z][^>]*?\son[a-z]+\s*=", text, flags=re.I)
+    handlers += re.findall(r"javascript:", " ".join(re.findall(r"<[^>]*>", text)), flags=re.I)
+    return {"scripts": len(re.findall(r"<script\b", text, flags=re.I)), "event_handlers": len(handlers),
+            "remote_references": remote,
             "embedded_images": len(images), "invalid_images": bad}
 
 
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     problems = []
     if out["scripts"]:
         problems.append("the page has <script> elements")
+    if out["event_handlers"]:
+        problems.append("the page has inline event handlers or javascript: URLs")
     if out["remote_references"]:
         problems.append("the page references remote resources")
     if out["invalid_images"]:

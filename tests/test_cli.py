@@ -156,7 +156,7 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
 
     (tmp_path / "r.json").write_text("previous")
     monkeypatch.setattr(lio.Path, "write_text", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError):
+    with pytest.raises(lio.OutputError, match="disk full; the previous file is unchanged"):
         lio.write_text(tmp_path / "r.json", "new")
     assert (tmp_path / "r.json").read_text() == "previous"
     assert [p.name for p in Path(tmp_path).iterdir()] == ["r.json"]

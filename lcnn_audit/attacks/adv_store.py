@@ -2,7 +2,9 @@
 
 Each batch writes a shard ``<PATH>.partial/<first index>.safetensors`` (atomically); a
 resumed run recomputes only the batches it lacks, and the finished run merges the shards,
-in dataset order, into ``PATH`` (atomically) and removes them.
+in dataset order, into ``PATH`` (atomically) and removes them. ``<PATH>.partial`` must be a
+real directory: a symlink (or a file) there is refused, never followed, so that no shard is
+written or deleted outside it; only files named like shards are ever removed.
 
 The merged file holds, for N samples:
 
@@ -18,17 +20,19 @@ shares; rank 0 merges them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
+import re
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckFailedError
+from ..errors import CheckFailedError, OutputError
 from ..io import write_with
 
 SHARD_SUFFIX = ".safetensors"
+SHARD_NAME = re.compile(r"\d{12}\.safetensors")
 
 
 class AdvStore:
@@ -36,17 +40,33 @@ class AdvStore:
         self.path = Path(path)
         self.dir = self.path.with_name(self.path.name + ".partial")
 
+    def check(self) -> None:
+        """Refuse a ``<PATH>.partial`` that is a symlink or not a directory (before anything runs)."""
+        if self.dir.is_symlink():
+            raise OutputError(f"--save-adv: {self.dir} is a symbolic link; lcnn-audit keeps its shards in a real "
+                              "directory there and will not follow it: remove the link")
+        if self.dir.exists() and not self.dir.is_dir():
+            raise OutputError(f"--save-adv: {self.dir} exists and is not a directory; remove it")
+
+    def shards(self) -> list[Path]:
+        """The shard files in ``<PATH>.partial`` (regular files named like shards only)."""
+        self.check()
+        if not self.dir.is_dir():
+            return []
+        return sorted(f for f in self.dir.iterdir()
+                      if SHARD_NAME.fullmatch(f.name) and f.is_file() and not f.is_symlink())
+
     def reset(self) -> None:
         """Forget shards from an earlier run (called when not resuming)."""
-        if self.dir.is_dir():
-            for f in self.dir.glob("*" + SHARD_SUFFIX):
-                f.unlink()
+        for f in self.shards():
+            f.unlink()
 
     def write(self, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
 
         first = int(tensors["index"].min())
         data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        self.check()
         self.dir.mkdir(parents=True, exist_ok=True)
         write_with(self.dir / f"{first:012d}{SHARD_SUFFIX}", lambda tmp: save_file(data, str(tmp)))
 
@@ -54,7 +74,7 @@ class AdvStore:
         """Concatenate the shards covering ``indices`` into ``self.path``; remove the shards."""
         from safetensors.torch import load_file, save_file
 
-        shards = sorted(self.dir.glob("*" + SHARD_SUFFIX)) if self.dir.is_dir() else []
+        shards = self.shards()
         parts = [load_file(str(f)) for f in shards]
         wanted = set(indices.tolist())
         parts = [p for p in parts if set(p["index"].tolist()) <= wanted]
@@ -73,7 +93,10 @@ class AdvStore:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.path, 0o666 & ~umask)  # safetensors creates its file 0600; use the user's usual mode
-        shutil.rmtree(self.dir, ignore_errors=True)
+        for f in shards:
+            f.unlink()
+        with contextlib.suppress(OSError):  # only if empty: never delete what someone else put there
+            self.dir.rmdir()
         return self.path
 
 

@@ -251,6 +251,7 @@ def attack_audit(
     batch_size: int = 128,
     state_path=None,
     resume: bool = False,
+    keep_state: bool = False,
     progress: Progress | None = None,
     config: dict | None = None,
     save_adv=None,
@@ -283,7 +284,7 @@ def attack_audit(
         num_classes = check_model_data(prep.model, probe.x.to(device), probe.y.to(device))
         compute = _BatchAudit(prep.model, opts, device, store, codes)
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
-                          progress=progress)
+                          keep_state=keep_state, progress=progress)
     per_sample = _ordered(run.per_sample)
     summary = _summary(per_sample, opts)
     summary["num_classes"] = num_classes

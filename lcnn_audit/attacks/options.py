@@ -140,7 +140,10 @@ class AttackOptions:
 
     def validate(self) -> AttackOptions:
         """Raise one :class:`UsageError` listing every problem; record notices for skipped pairs."""
-        problems: list[str] = []
+        from ..validation import finite_problems
+
+        problems: list[str] = finite_problems((k, getattr(self, k)) for k in (
+            "step_size", "overshoot", "cw_lr", "cw_confidence", "cw_initial_const"))
         if not self.attacks:
             problems.append("--attack is empty")
         for a in self.attacks:

@@ -12,12 +12,10 @@ FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
 
 
 def check_plot_path(path: str | Path) -> Path:
-    path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in FORMATS:
-        raise UsageError(f"--plot {path}: unknown image type {path.suffix!r}; use one of "
-                         + ", ".join("." + f for f in FORMATS))
-    return path
+    from ..plots import check_image_path
+
+    check_image_path(path, "--plot")
+    return Path(path)
 
 
 def plot_robustness(result: AuditResult, path: str | Path) -> Path:
@@ -55,6 +53,8 @@ def plot_robustness(result: AuditResult, path: str | Path) -> Path:
     if s.get("flags", {}).get("gradient_masking"):
         fig.suptitle("warning: possible gradient masking (see flags)", color="darkred", fontsize=10)
     fig.tight_layout()
-    fmt = path.suffix.lower().lstrip(".")
-    write_with(path, lambda tmp: fig.savefig(str(tmp), format="jpeg" if fmt == "jpg" else fmt, dpi=120))
+    from ..plots import check_image_path
+
+    fmt = check_image_path(path, "--plot")
+    write_with(path, lambda tmp: fig.savefig(str(tmp), format=fmt, dpi=120))
     return path

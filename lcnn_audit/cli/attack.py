@@ -86,6 +86,11 @@ def attack(
     ).validate()
     if plot is not None:
         check_plot_path(plot)
+    ctx.check_outputs({"--plot": plot, "--save-adv": save_adv})
+    if save_adv is not None:
+        from ..attacks.adv_store import AdvStore
+
+        AdvStore(save_adv).check()
     run_kwargs = ctx.run_kwargs
     model = ctx.load_model()
     data = ctx.load_data()
@@ -123,7 +128,7 @@ def render_attack(ctx: Ctx, result) -> None:
     flags = s.get("flags", {})
     if flags.get("gradient_masking"):
         err_console.print("[bold yellow]warning:[/] possible gradient masking; these robust accuracies may be "
-                          "overestimates")
+                          "overestimates", markup=True)
     for msg in s.get("flag_messages", []):
         ctx.notice(msg)
     checked = [k for k, v in flags.items() if v is False and k != "gradient_masking"]

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,8 +25,22 @@ from rich.progress import (
 
 from ..errors import LcnnAuditError, UsageError
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# markup off: paths, labels and messages print literally ([exp1] stays, [/x] cannot crash the
+# printer); the few styled words pass markup=True with the data escaped (see styled())
+console = Console(stderr=False, highlight=False, markup=False)
+err_console = Console(stderr=True, highlight=False, markup=False)
+
+
+def plain(text) -> str:
+    """``text`` for the terminal: control characters (ESC sequences from a hostile file could
+    recolour, retitle or rewrite the terminal) shown as ``\\xNN``; tab and newline kept."""
+    return "".join(ch if ch in "\t\n" or not (ord(ch) < 32 or 127 <= ord(ch) < 160) else f"\\x{ord(ch):02x}"
+                   for ch in str(text))
+
+
+def styled(markup: str, *data: str) -> str:
+    """``markup`` (Rich markup with ``{}`` slots) with each of ``data`` escaped into its slot."""
+    return markup.format(*(escape(plain(d)) for d in data))
 
 
 def _opt(*names, help: str, panel: str, **kw):
@@ -148,13 +163,29 @@ class Ctx:
         resume = self.opts.get("resume", False)
         if resume and not self.opts.get("json_path"):
             raise UsageError("--resume needs --json PATH (its progress lives in PATH.partial)")
-        return {"state_path": self.state_path, "resume": resume}
+        # the state outlives a complete run until finish() has written the result
+        return {"state_path": self.state_path, "resume": resume, "keep_state": self.state_path is not None}
+
+    def inputs(self) -> dict:
+        """The input files of the shared options (what no output may overwrite)."""
+        return {"CHECKPOINT": self.opts.get("checkpoint") or self.opts.get("checkpoint_opt"),
+                "--data": self.opts.get("data"), "--arch": str(self.opts.get("arch") or "").rpartition(":")[0]
+                or None}
+
+    def check_outputs(self, outputs: dict | None = None, inputs: dict | None = None, dirs: dict | None = None) -> None:
+        """Check --json, --csv and the command's own ``outputs`` before anything runs (see
+        :func:`lcnn_audit.io.check_outputs`)."""
+        from ..io import check_outputs
+
+        outs = {"--json": self.opts.get("json_path"), "--csv": self.opts.get("csv_path"), **(outputs or {}),
+                "the resume state (--json PATH.partial)": self.state_path}
+        check_outputs(outs, {**self.inputs(), **(inputs or {})}, dirs or {})
 
     @contextmanager
     def progress(self, description: str):
         """Yield a ``progress(done, total)`` callback drawing a rich progress bar."""
         quiet = self.opts.get("quiet", False) or not _is_main_rank()
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        with Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
                       disable=quiet) as bar:
             task = bar.add_task(description, total=None)
@@ -170,23 +201,58 @@ class Ctx:
 
     def notice(self, msg: str):
         if _is_main_rank():
-            err_console.print(f"[yellow]note:[/] {msg}")
+            err_console.print(styled("[yellow]note:[/] {}", msg), markup=True)
 
     def finish(self, result) -> None:
-        """Write --json/--csv and say where; mark an interrupted run."""
-        if not _is_main_rank():
+        """Write --json/--csv and say where; mark an interrupted run.
+
+        An interrupted run never replaces a complete result: its partial result goes beside it
+        (``NAME.incomplete.json``). The resume state is removed only once every file is written."""
+        if not _is_main_rank():  # its shard is on rank 0 now; only rank 0 writes
+            if result.complete:
+                self._drop_state()
             return
         jp, cp = self.opts.get("json_path"), self.opts.get("csv_path")
-        if jp:
-            result.save_json(jp)
-            console.print(f"wrote {jp}")
-        if cp:
-            result.save_csv(cp)
-            console.print(f"wrote {cp}")
-        if not result.complete:
-            where = f"; rerun with --resume to continue from {self.state_path}" if self.state_path else ""
-            err_console.print(f"[yellow]interrupted:[/] partial result marked incomplete{where}")
-            raise typer.Exit(130)
+        for path, save in ((jp, result.save_json), (cp, result.save_csv)):
+            if path:
+                console.print(f"wrote {write_result(path, save, result.complete)}")
+        if result.complete:
+            self._drop_state()
+            return
+        where = f"; rerun with --resume to continue from {self.state_path}" if self.state_path else ""
+        err_console.print(styled("[yellow]interrupted:[/] partial result marked incomplete{}", where),
+                          markup=True)
+        raise typer.Exit(interrupt_code())
+
+    def _drop_state(self) -> None:
+        """Remove this rank's resume state files (once the result is safely written)."""
+        if self.state_path is not None:
+            from ..runner import state_files
+
+            for f in state_files(self.state_path):
+                f.unlink()
+
+
+def write_result(path: Path, save, complete: bool) -> Path:
+    """``save(path)``; for an interrupted run, ``save(NAME.incomplete.EXT)`` instead when
+    ``path`` already holds a complete result (which then stays as it was). A complete run
+    removes a stale ``NAME.incomplete.EXT``."""
+    from ..io import holds_complete_result, incomplete_path
+
+    beside = incomplete_path(path)
+    if not complete and holds_complete_result(path):
+        save(beside)
+        err_console.print(f"note: {path} holds a complete result and is kept; the partial result is in {beside}")
+        return beside
+    save(path)
+    if complete and beside.is_file():
+        beside.unlink()
+    return Path(path)
+
+
+def interrupt_code() -> int:
+    """130 (128 + SIGINT); main() turns it into 143 when the stop came from SIGTERM."""
+    return 130
 
 
 def _is_main_rank() -> bool:
@@ -198,7 +264,7 @@ def _is_main_rank() -> bool:
 def fail(err: LcnnAuditError) -> None:
     """Print a one-line error and exit with the error's code."""
     msg = " ".join(str(err).split())
-    err_console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+    err_console.print(styled("[bold red]error:[/] {}", msg), soft_wrap=True, markup=True)
     raise typer.Exit(err.exit_code)
 
 
@@ -216,12 +282,15 @@ def command_options(*groups: str):
         def wrapper(**kwargs):
             ctx = Ctx({k: kwargs.pop(k) for k in list(kwargs) if k in shared})
             try:
+                check_float_options(kwargs)
+                if "output" in groups:
+                    ctx.check_outputs()  # the command checks its own outputs with these again
                 return fn(ctx=ctx, **kwargs)
             except LcnnAuditError as err:
                 fail(err)
             except KeyboardInterrupt:
-                err_console.print("[yellow]interrupted[/]")
-                raise typer.Exit(130) from None
+                err_console.print("[yellow]interrupted[/]", markup=True)
+                raise typer.Exit(interrupt_code()) from None
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
         positional = [p for p in extra if p.name == "checkpoint"]
@@ -230,6 +299,15 @@ def command_options(*groups: str):
         return wrapper
 
     return deco
+
+
+def check_float_options(values: dict) -> None:
+    """Every float option is finite: ``--eps nan`` or ``--tol inf`` is an error, never a NaN result."""
+    from ..validation import finite_problems
+
+    problems = finite_problems(values.items())
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 def handle_errors(fn):
@@ -241,6 +319,9 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except LcnnAuditError as err:
             fail(err)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]", markup=True)
+            raise typer.Exit(interrupt_code()) from None
 
     return wrapper
 

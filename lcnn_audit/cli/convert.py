@@ -47,6 +47,16 @@ ShapeOpt = Annotated[str | None, _opt("--input-shape", panel=D, help=(
     "Input size C,H,W without the batch dim (e.g. 3,32,32), when no --data is given."))]
 
 
+def check_model_path(path: Path, option: str) -> None:
+    """A model is written as safetensors with its recipe: refuse another extension (``out.pt``
+    would hold safetensors bytes that torch.load cannot read)."""
+    from ..errors import UsageError
+
+    if path.suffix.lower() != ".safetensors":
+        raise UsageError(f"{option} {path}: models are written as safetensors with their recipe; name the file "
+                         f"{path.with_suffix('.safetensors').name}")
+
+
 def load_cli_data(data, data_root, split, n, seed, download):
     from ..data import load_data
 
@@ -113,6 +123,8 @@ def convert(
     opts.validate()
     shape = parse_input_shape(input_shape)
     ctx.opts.update(device=device, data=data)
+    check_model_path(output, "--output")
+    ctx.check_outputs({"--output": output})
     data_obj = load_cli_data(data, data_root, split, n, seed, download)
     model = ctx.load_model()
     with ctx.progress("convert") as bar:

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import Ctx, console, handle_errors
+from .common import Ctx, console, handle_errors, styled
 
 
 @app.command()
@@ -18,11 +18,13 @@ def demo(
 ) -> None:
     """Run the audits on the bundled demo CNN and Fashion-MNIST sample (no downloads)."""
     from ..demo import DEMO_STEPS, run_demo
+    from ..io import check_outputs
 
+    check_outputs({}, dirs={"--out": out})
     ctx = Ctx({"quiet": quiet})
     for step in DEMO_STEPS:
         with ctx.progress(step.title) as bar:
             result, path = run_demo(step, out, n=n, progress=bar)
         step.render(ctx, result)
-        console.print(f"[bold]{step.title}[/]: wrote {path}")
+        console.print(styled("[bold]{}[/]: wrote {}", step.title, path), markup=True)
     console.print(f"demo results are in {out.resolve()}")

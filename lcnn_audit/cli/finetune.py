@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import Ctx, command_options, console, err_console, parse_float_list
+from .common import Ctx, command_options, console, err_console, parse_float_list, styled
 from .render import fmt
 
 T, P, A, D, R = "Training", "Penalties", "Adversarial training", "Data", "Run"
@@ -101,6 +101,12 @@ def finetune(
         raise UsageError("--from-scratch needs --arch (e.g. --arch small_cnn --arch-kwargs width=16)")
     if not from_scratch and not ck:
         raise UsageError("no checkpoint given: pass CHECKPOINT to fine-tune, or --from-scratch --arch NAME")
+    from .convert import check_model_path
+
+    check_model_path(out, "--out")
+    ctx.check_outputs({"--out": out, "--json": json_path},
+                      {"--data": data, "--test-data": test_data_spec},
+                      {"--run-dir": run_dir or out.with_name(out.stem + ".run")})
     ms = parse_float_list(milestones, "--milestones")
     if lcnn or lambda_beta or lambda_gamma:
         lambda_beta = PAPER_LAMBDA_BETA if lambda_beta is None else lambda_beta
@@ -144,11 +150,12 @@ def finetune(
         result = train(model, train_data, test_data, config, run_dir=run_dir, resume=resume, output=out,
                        run_config={"source": source}, on_step=on_step, on_epoch=on_epoch)
     if json_path:
-        result.save_json(json_path)
-        console.print(f"wrote {json_path}")
+        from .common import write_result
+
+        console.print(f"wrote {write_result(json_path, result.save_json, result.complete)}")
     if not result.complete:
-        err_console.print(f"[yellow]interrupted:[/] checkpoint saved in {run_dir}; rerun the same command with "
-                          "--resume to continue")
+        err_console.print(styled("[yellow]interrupted:[/] checkpoint saved in {}; rerun the same command with "
+                                 "--resume to continue", run_dir), markup=True)
         raise typer.Exit(130)
     console.print(f"wrote {out}")
 
@@ -179,7 +186,8 @@ class _live:
     def __enter__(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.bar = Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(),
+                            MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err_console,
                             transient=True, disable=self.ctx.opts.get("quiet", False))
         self.bar.__enter__()

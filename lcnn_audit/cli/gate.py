@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from . import app
-from .common import Ctx, console, err_console, handle_errors
+from .common import Ctx, console, err_console, handle_errors, plain, styled
 
 O = "Output"
 STYLE = {"pass": "green", "fail": "bold red", "error": "yellow", "skip": "dim"}
@@ -59,12 +60,23 @@ def gate(
         raise UsageError(f"unexpected argument {more_results[0]}: pass result files with --results")
     if files and save_results is not None:
         raise UsageError("--save-results writes the results of audits the gate runs; with --results nothing runs")
+    from ..io import check_outputs
+
     ctx = Ctx({"quiet": quiet})
+    outputs = {"--json": json_path, "--junit": junit, "--markdown": markdown}
+    check_outputs(outputs, {"POLICY.yaml": policy, "--results": _expand(files)}, {"--save-results": save_results})
     pol = load_policy(policy, compute=not files, regression=not no_regression)
+    inputs = {"model.checkpoint": pol.model.checkpoint if pol.model else None,
+              "data.path": pol.data.path if pol.data else None,
+              "relative_to": [c.relative_to for c in pol.checks if c.relative_to]}
+    check_outputs(outputs, inputs)
+    if save_results is not None and save_results.is_dir():  # an audit's result must not replace an input
+        check_outputs({f"--save-results ({a})": save_results / f"{a.replace('_', '-')}.json" for a in pol.audits},
+                      {**inputs, "POLICY.yaml": policy})
     try:
         verdict, found = run_gate(pol, files, progress=ctx.progress)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
+        err_console.print("[yellow]interrupted[/]", markup=True)
         raise typer.Exit(130) from None
     if save_results is not None:
         for res in found.values():
@@ -72,6 +84,14 @@ def gate(
     render_verdict(ctx, verdict)
     _write_outputs(ctx, verdict, json_path, junit, markdown)
     raise typer.Exit(verdict.exit_code)
+
+
+def _expand(files: list[Path]) -> list[Path]:
+    """Result paths with each directory standing for its *.json files (as --results reads them)."""
+    out: list[Path] = []
+    for f in files:
+        out += sorted(f.glob("*.json")) if f.is_dir() else [f]
+    return out
 
 
 def _write_outputs(ctx: Ctx, verdict, json_path, junit, markdown) -> None:
@@ -92,14 +112,14 @@ def render_verdict(ctx: Ctx, verdict) -> None:
 
     for note in verdict.notices:
         ctx.notice(note)
-    table = Table(title=f"gate {verdict.name}: {len(verdict.checks)} check(s)", title_justify="left")
+    table = Table(title=plain(f"gate {verdict.name}: {len(verdict.checks)} check(s)"), title_justify="left")
     for col in ("status", "check", "value", "bound", "detail"):
         table.add_column(col, overflow="fold")
     for c in verdict.checks:
-        table.add_row(f"[{STYLE[c.status]}]{c.status}[/]", c.name, value_text(c), bound_text(c), c.message)
+        table.add_row(Text(c.status, style=STYLE.get(c.status, "")),
+                      *(plain(t) for t in (c.name, value_text(c), bound_text(c), c.message)))
     ctx.print(table)
     counts = ", ".join(f"{verdict.count(s)} {s}" for s in STYLE if verdict.count(s))
     word = {"pass": "[bold green]PASSED[/]", "fail": "[bold red]FAILED[/]",
             "error": "[bold yellow]ERROR[/] (a check could not be evaluated)"}[verdict.status]
-    line = f"verdict: {word} ({counts}); exit code {verdict.exit_code}"
-    console.print(line)
+    console.print(styled("verdict: " + word + " ({}); exit code {}", counts, verdict.exit_code), markup=True)

@@ -1,7 +1,5 @@
 """``lcnn-audit info``: what a checkpoint and a dataset look like to lcnn-audit."""
 
-import torch
-
 from . import app
 from .common import Ctx, command_options
 
@@ -10,6 +8,8 @@ from .common import Ctx, command_options
 @command_options("model", "data")
 def info(ctx: Ctx) -> None:
     """Load a model and data as every command would, and describe them (a dry run)."""
+    import torch
+
     from ..loading import check_model_data
 
     model = ctx.load_model()

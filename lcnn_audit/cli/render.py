@@ -1,9 +1,15 @@
 """Rich rendering of results for the terminal (computes nothing)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
 from ..formatting import num
-from ..results import AuditResult
+
+if TYPE_CHECKING:
+    from ..results import AuditResult
 
 STAT_COLS = ("mean", "std", "median", "p5", "p95", "max")
 

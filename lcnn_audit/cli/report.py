@@ -27,7 +27,10 @@ def report(
 ) -> None:
     """Tables in the style of LCNN Tables 1-3 (one row per model), curvature histograms,
     gradient-robustness curves and robust accuracy against eps."""
-    from ..report import load_inputs, write_report
+    from ..io import check_outputs
+    from ..report import check_report_path, load_inputs, write_report
 
+    check_report_path(output)
+    check_outputs({"-o": output}, {"RUN.json": inputs})
     runs, verdicts = load_inputs(inputs, label)
     console.print(f"wrote {write_report(runs, output, verdicts, title=title, plots=plots)}")

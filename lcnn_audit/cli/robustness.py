@@ -41,6 +41,11 @@ def grad_robustness_cmd(
                                  adversarial=adversarial, adv_steps=adv_steps,
                                  curvature=curvature_options(ctx, target=target, smooth_relu=smooth_relu))
     opts.validate()
+    if plot is not None:
+        from ..plots import check_image_path
+
+        check_image_path(plot, "--plot")
+    ctx.check_outputs({"--plot": plot}, {"--compare": more})
     data = ctx.load_data()
     checkpoints = [ctx.checkpoint_path, *(more or [])]
     results = []
@@ -97,6 +102,7 @@ def discrepancy(
     from ..geometry.robustness import discrepancy as run
 
     opts = curvature_options(ctx, target=target, smooth_relu=smooth_relu)
+    ctx.check_outputs(inputs={"--train-data": train_data})
     model = ctx.load_model()
     test = ctx.load_data("test")
     train = load_data(**{**ctx.data_kwargs("train"), **({"spec": train_data} if train_data else {})})

@@ -140,6 +140,12 @@ def read_baseline(path: Path) -> AuditResult | dict:
     """A baseline file: an audit result, or a gate verdict (as its dict). Raises UsageError."""
     d = read_json(path, "baseline file")
     if isinstance(d, dict) and d.get("kind") == VERDICT_KIND:
+        from .verdict import Verdict
+
+        try:
+            Verdict.from_dict(d)  # every field checked before a check reads one
+        except UsageError as err:
+            raise UsageError(f"baseline {path.name} is not a valid gate verdict: {err}") from None
         return d
     try:
         return AuditResult.from_dict(d if isinstance(d, dict) else {})

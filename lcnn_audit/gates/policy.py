@@ -19,7 +19,7 @@ from ..errors import ConfigError, UsageError
 from ..geometry.measures import CurvatureOptions
 from ..geometry.robustness import GradRobustnessOptions
 from .metrics import AUDITS, audit_name, baseline_metric, number, read_baseline
-from .schema import coerce, describe, join, line_map, yaml_words
+from .schema import MAX_POLICY_BYTES, check_expansion, coerce, describe, join, line_map, yaml_words
 
 BOUNDS = ("max", "min", "equals")
 BASELINE = "baseline"
@@ -88,6 +88,9 @@ class BoundOptions:
     max_iter: int = DEFAULT_MAX_ITER
 
     def validate(self) -> None:
+        from ..validation import check_finite
+
+        check_finite(self)
         if self.input_shape is not None and (not self.input_shape or any(s <= 0 for s in self.input_shape)):
             raise UsageError(f"input_shape must be positive sizes [C, H, W], got {list(self.input_shape)}")
         if not 0 < self.tol < 1:
@@ -169,9 +172,16 @@ def load_policy(path: str | Path, *, compute: bool = True, regression: bool = Tr
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"policy file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    size = p.stat().st_size
+    if size > MAX_POLICY_BYTES:
+        raise ConfigError(f"the file is {size} bytes; a policy is at most {MAX_POLICY_BYTES} bytes", str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not UTF-8 text (byte {err.start}); save the policy as UTF-8", str(p)) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        check_expansion(node, str(p))
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -417,11 +427,16 @@ class _Validator:
             if isinstance(bound, (bool, str)) or bound is None:
                 return bound
         try:
-            return number(bound)
-        except ValueError:
+            value = number(bound)
+        except (ValueError, ZeroDivisionError):
             self.problem(path, ("must be a number, true/false or a string" if op == "equals" else
                                 "must be a number") + f", got {bound!r}")
             return None
+        if not math.isfinite(value):  # 1.0e+400 reads as inf: a check that always passes
+            self.problem(path, f"must be a finite number, got {bound!r} (a number beyond ±1.8e308 reads as "
+                               "infinity, and a check against it always passes)")
+            return None
+        return value
 
     def metric(self, metric: str, path: str, audits: Mapping[str, Any]) -> None:
         segs = metric.split(".")

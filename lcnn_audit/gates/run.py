@@ -122,7 +122,7 @@ def load_results(paths: Sequence[str | Path]) -> tuple[dict[str, AuditResult], d
 def _is_verdict_file(path: Path) -> bool:
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("kind") == VERDICT_KIND
-    except (json.JSONDecodeError, OSError, AttributeError):
+    except (ValueError, OSError, AttributeError):  # ValueError: not JSON, or not UTF-8
         return False
 
 

@@ -8,7 +8,43 @@ from typing import Any, Union, get_args, get_origin
 
 import yaml
 
+from ..errors import ConfigError
 from .metrics import number
+
+#: a policy is a few hundred bytes; anything near this is not a policy
+MAX_POLICY_BYTES = 1 << 20
+#: YAML aliases let a small file stand for an exponentially large document ("billion laughs");
+#: the document a policy expands to, counted in nodes, is bounded before anything walks it
+MAX_POLICY_NODES = 100_000
+
+
+def check_expansion(node, source: str) -> None:
+    """Raise ConfigError if the composed YAML ``node`` expands (aliases followed) to more than
+    :data:`MAX_POLICY_NODES` nodes. Linear time: each distinct node's size is computed once."""
+    sizes: dict[int, int] = {}
+    stack = [(node, False)] if node is not None else []
+    while stack:  # iterative post-order: no recursion limit on deep documents
+        n, done = stack.pop()
+        if id(n) in sizes:
+            continue
+        kids = _children(n)
+        if done or not kids:
+            sizes[id(n)] = min(1 + sum(sizes.get(id(k), 0) for k in kids), MAX_POLICY_NODES + 1)
+            continue
+        stack.append((n, True))
+        stack += [(k, False) for k in kids if id(k) not in sizes]
+    total = sizes.get(id(node), 0)
+    if total > MAX_POLICY_NODES:
+        raise ConfigError(f"the YAML expands to more than {MAX_POLICY_NODES} values through aliases (*name); "
+                          "a policy needs none of that: write the values out", source)
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [x for kv in node.value for x in kv]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def line_map(node, path: str, lines: dict[str, int], dups: list[str]) -> None:

@@ -20,6 +20,21 @@ if TYPE_CHECKING:
     from .policy import Check, Policy
 
 STATUSES = ("pass", "fail", "error", "skip")
+OPS = ("max", "min", "equals")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _short(v: Any) -> str:
+    """A value from an untrusted file, shortened and quoted for an error message."""
+    text = json.dumps(v, ensure_ascii=True, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -49,11 +64,44 @@ class CheckResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> CheckResult:
+    def from_dict(cls, d: dict, where: str = "check") -> CheckResult:
+        """Read a check back from a verdict file; every field is type-checked (a verdict file is
+        untrusted input that ends up in HTML, Markdown and XML), and ``status``/``op`` must be
+        known values. Raises UsageError naming ``where``."""
+        if not isinstance(d, dict):
+            raise UsageError(f"{where} must be a mapping, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
-        if kw.get("interval"):
-            kw["interval"] = tuple(kw["interval"])
+        missing = [k for k in ("name", "metric", "op", "status") if k not in kw]
+        if missing:
+            raise UsageError(f"{where} lacks {', '.join(missing)}")
+        if kw["status"] not in STATUSES:
+            raise UsageError(f"{where}.status is {_short(kw['status'])}; a check's status is one of "
+                             f"{', '.join(STATUSES)}")
+        if kw["op"] not in OPS:
+            raise UsageError(f"{where}.op is {_short(kw['op'])}; one of {', '.join(OPS)}")
+        kw.setdefault("audit", str(kw["metric"]).split(".", 1)[0])
+        for k in ("bound", "threshold", "value", "baseline"):
+            kw.setdefault(k, None)
+            if not _is_scalar(kw[k]):
+                raise UsageError(f"{where}.{k} must be a number, string, true/false or null")
+        kw.setdefault("message", "")
+        kw.setdefault("path", "")
+        for k in ("name", "metric", "audit", "message", "path"):
+            if not isinstance(kw[k], str):
+                raise UsageError(f"{where}.{k} must be a string, got {type(kw[k]).__name__}")
+        for k in ("relative_to", "tolerance"):
+            if kw.get(k) is not None and not isinstance(kw[k], str):
+                raise UsageError(f"{where}.{k} must be a string or null")
+        if not isinstance(kw.get("statistical", False), bool):
+            raise UsageError(f"{where}.statistical must be true or false")
+        iv = kw.get("interval")
+        if iv:
+            if not (isinstance(iv, list) and len(iv) == 2 and all(_is_number(v) for v in iv)):
+                raise UsageError(f"{where}.interval must be a list of two numbers")
+            kw["interval"] = tuple(iv)
+        else:
+            kw["interval"] = None
         return cls(**kw)
 
 
@@ -93,12 +141,29 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, d: dict) -> Verdict:
-        if d.get("kind") != VERDICT_KIND:
+        """Read a verdict file back, checking every field's type (see :meth:`CheckResult.from_dict`)."""
+        if not isinstance(d, dict) or d.get("kind") != VERDICT_KIND:
             raise UsageError("not an lcnn-audit gate verdict (no kind: lcnn-audit-verdict)")
-        return cls(policy=d.get("policy", ""), name=d.get("name", ""),
-                   checks=tuple(CheckResult.from_dict(c) for c in d.get("checks", [])),
-                   sources=d.get("sources", {}), notices=tuple(d.get("notices", [])),
-                   seconds=d.get("seconds", 0.0), lcnn_audit_version=d.get("lcnn_audit_version", "unknown"))
+        policy, name, version = d.get("policy", ""), d.get("name", ""), d.get("lcnn_audit_version", "unknown")
+        for key, v in (("policy", policy), ("name", name), ("lcnn_audit_version", version)):
+            if not isinstance(v, str):
+                raise UsageError(f"verdict {key} must be a string, got {type(v).__name__}")
+        if "status" in d and d["status"] not in ("pass", "fail", "error"):
+            raise UsageError(f"verdict status is {_short(d['status'])}; one of pass, fail, error")
+        checks, sources, notices = d.get("checks", []), d.get("sources", {}), d.get("notices", [])
+        if not isinstance(checks, list):
+            raise UsageError("verdict checks must be a list")
+        if not (isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values())):
+            raise UsageError("verdict sources must map audit names to strings")
+        if not (isinstance(notices, list) and all(isinstance(n, str) for n in notices)):
+            raise UsageError("verdict notices must be a list of strings")
+        seconds = d.get("seconds", 0.0)
+        if not _is_number(seconds):
+            raise UsageError("verdict seconds must be a number")
+        return cls(policy=policy, name=name,
+                   checks=tuple(CheckResult.from_dict(c, f"checks[{i}]") for i, c in enumerate(checks)),
+                   sources={str(k): v for k, v in sources.items()}, notices=tuple(notices),
+                   seconds=float(seconds), lcnn_audit_version=version)
 
     def save_json(self, path: str | Path) -> Path:
         return write_json(path, self.to_dict())

@@ -34,6 +34,7 @@ def curvature_audit(
     batch_size: int = 128,
     state_path=None,
     resume: bool = False,
+    keep_state: bool = False,
     progress: Progress | None = None,
     config: dict | None = None,
 ) -> AuditResult:
@@ -67,7 +68,7 @@ def curvature_audit(
             return fields
 
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
-                          progress=progress)
+                          keep_state=keep_state, progress=progress)
     per_sample = {k: run.per_sample[k] for k in FIELD_ORDER if k in run.per_sample}
     summary = summarize_fields({k: v for k, v in per_sample.items() if k != "hessian_eigs"})
     if per_sample.get("correct"):

@@ -64,6 +64,9 @@ class CurvatureOptions:
     seed: int = 0
 
     def validate(self) -> None:
+        from ..validation import check_finite
+
+        check_finite(self)
         check_target(self.target, self.label)
         if self.method not in METHODS:
             raise UsageError(f"unknown --method {self.method!r}; use one of {', '.join(METHODS)}")

@@ -50,6 +50,9 @@ class GradRobustnessOptions:
     curvature: CurvatureOptions = field(default_factory=CurvatureOptions)
 
     def validate(self) -> None:
+        from ..validation import check_finite
+
+        check_finite(self)
         if not self.radii or any(not (r > 0 and math.isfinite(r)) for r in self.radii):
             raise UsageError("--radii must be positive numbers")
         if self.draws < 1:
@@ -118,6 +121,7 @@ def grad_robustness(
     batch_size: int = 128,
     state_path=None,
     resume: bool = False,
+    keep_state: bool = False,
     progress: Progress | None = None,
     config: dict | None = None,
 ) -> AuditResult:
@@ -149,7 +153,7 @@ def grad_robustness(
             return out
 
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
-                          progress=progress)
+                          keep_state=keep_state, progress=progress)
     ps = run.per_sample
     summary = summarize_curves(ps, opts.radii) if ps.get("index") else {}
     summary["n"] = len(ps.get("index", []))
@@ -200,6 +204,7 @@ def discrepancy(
     batch_size: int = 128,
     state_path=None,
     resume: bool = False,
+    keep_state: bool = False,
     progress: Progress | None = None,
     config: dict | None = None,
 ) -> AuditResult:
@@ -211,7 +216,7 @@ def discrepancy(
     for split, data in (("train", train_data), ("test", test_data)):
         sp = None if state_path is None else f"{state_path}.{split}"
         results[split] = curvature_audit(model, data, opts, batch_size=batch_size, state_path=sp, resume=resume,
-                                         progress=progress, config=config)
+                                         keep_state=keep_state, progress=progress, config=config)
     complete = all(r.complete for r in results.values())
     delta = {}
     for g in DISCREPANCY_FIELDS:
