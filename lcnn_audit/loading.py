@@ -9,7 +9,12 @@ Forms accepted (``load_model``):
 * TorchScript archives and ``torch.export`` programs (``.pt2``), which need no arch;
 * a whole pickled ``nn.Module``, only with ``trust_checkpoint=True``; likewise ``.pt2``,
   because ``torch.export.load`` unpickles constants and some weights with
-  ``weights_only=False`` (checked in torch 2.15's pt2_archive loader).
+  ``weights_only=False`` (checked in torch 2.15's pt2_archive loader), and TorchScript,
+  whose code (``__setstate__`` at load, ``forward`` at every call) may use operators such
+  as ``aten::from_file(shared=True)`` that create and overwrite files.
+
+An embedded recipe is untrusted too: it may name only built-in and torchvision
+architectures (:mod:`lcnn_audit.recipe`); see ``docs/security.md``.
 
 Pickles are never unpickled by default: ``torch.load(weights_only=True)`` is used and a
 checkpoint that needs code is refused with a message naming ``--trust-checkpoint``.
@@ -36,6 +41,7 @@ from torch import nn
 from .data import DATASET_NORMALIZATION
 from .errors import ArchitectureError, CheckpointError, DataError, ModelError, UsageError
 from .models import BUILTIN_ARCHS
+from .recipe import check_recipe_arch, parse_recipe
 
 RECIPE_KEY = "lcnn_audit.recipe"
 STATE_KEYS = ("state_dict", "model", "net", "model_state_dict", "state_dict_ema")
@@ -137,7 +143,9 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
             val = json.loads(text)
         except json.JSONDecodeError as err:
             raise UsageError(f"--arch-kwargs is not valid JSON: {err.msg}") from None
-        return dict(val)
+        if not isinstance(val, dict):
+            raise UsageError(f"--arch-kwargs JSON must be an object of keyword arguments, got a {type(val).__name__}")
+        return val
     out: dict[str, Any] = {}
     depth, cur, parts = 0, "", []
     for ch in text:
@@ -179,6 +187,9 @@ def _import_factory(spec: str):
             module = importlib.import_module(target)
         except ImportError as err:
             raise ArchitectureError(f"cannot import module {target!r} for --arch {spec}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - importing user code can raise anything; named and chained
+            raise ArchitectureError(f"importing module {target!r} for --arch {spec} failed: "
+                                    f"{type(err).__name__}: {_first_line(err)}") from err
     if not hasattr(module, attr):
         names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
         hint = difflib.get_close_matches(attr, names, n=3)
@@ -211,6 +222,10 @@ def build_arch(arch: str, arch_kwargs: dict | None = None) -> nn.Module:
     return _call(factory, arch, kwargs)
 
 
+def _first_line(err: BaseException) -> str:
+    return ((str(err).splitlines() or [""])[0] or type(err).__name__)[:200]
+
+
 def _call(factory, arch, kwargs):
     try:
         model = factory(**kwargs)
@@ -218,6 +233,9 @@ def _call(factory, arch, kwargs):
         raise ArchitectureError(f"--arch {arch} rejected --arch-kwargs {kwargs}: {err}") from None
     except ValueError as err:
         raise ArchitectureError(f"--arch {arch} with {kwargs}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a user factory can raise anything; named and chained
+        raise ArchitectureError(f"the factory of --arch {arch} raised {type(err).__name__}: {_first_line(err)} "
+                                f"(called with {kwargs}); fix the factory or its --arch-kwargs") from err
     if not isinstance(model, nn.Module):
         raise ArchitectureError(f"--arch {arch} returned {type(model).__name__}, not an nn.Module")
     return model
@@ -289,12 +307,7 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False, sta
                 sd = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise _corrupt(path, err) from None
-        recipe = {}
-        if RECIPE_KEY in meta:
-            try:
-                recipe = json.loads(meta[RECIPE_KEY])
-            except json.JSONDecodeError:
-                raise CheckpointError(f"checkpoint {path} has a corrupt {RECIPE_KEY} metadata entry") from None
+        recipe = parse_recipe(meta[RECIPE_KEY], str(path)) if RECIPE_KEY in meta else {}
         return RawCheckpoint("state_dict", state_dict=sd, recipe=recipe)
     if suffix == ".pt2":
         if not trust_checkpoint:
@@ -308,6 +321,12 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False, sta
             raise _corrupt(path, err) from None
         return RawCheckpoint("export", module=prog.module())
     if _is_torchscript(path):
+        if not trust_checkpoint:
+            raise CheckpointError(
+                f"checkpoint {path} is a TorchScript archive: its code runs when it loads and in every forward "
+                "pass, and TorchScript operators can read and write files (torch.from_file); pass "
+                "--trust-checkpoint only if you trust its source (or save the weights as safetensors and pass "
+                "--arch)")
         try:
             return RawCheckpoint("torchscript", module=torch.jit.load(str(path), map_location=map_location))
         except RuntimeError as err:
@@ -341,6 +360,9 @@ def extract_state_dict(obj, path, state_key: str | None = None) -> dict[str, tor
         if state_key not in obj:
             raise CheckpointError(f"--state-key {state_key!r} not in checkpoint {path}; keys: {list(obj)[:10]}")
         obj = obj[state_key]
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"--state-key {state_key!r} selects a {type(obj).__name__} in checkpoint {path}, "
+                                  "not a dict of tensors; pass the key of the state dict")
     elif not all(isinstance(v, torch.Tensor) for v in obj.values()):
         for k in STATE_KEYS:
             if k in obj and isinstance(obj[k], Mapping):
@@ -494,13 +516,18 @@ def load_model(
         if raw.kind == "state_dict":
             recipe = dict(raw.recipe)
             if arch is not None:
-                recipe = {"arch": arch, "arch_kwargs": arch_kwargs or {},
+                # --arch is the user's own choice (trusted); the recipe's kwargs still apply to the same arch
+                same = recipe.get("arch") == arch
+                recipe = {"arch": arch, "arch_kwargs": {**(recipe.get("arch_kwargs") or {} if same else {}),
+                                                        **(arch_kwargs or {})},
                           "normalize": recipe.get("normalize"), "convert": recipe.get("convert")}
             elif arch_kwargs and recipe:
-                recipe["arch_kwargs"] = {**recipe.get("arch_kwargs", {}), **arch_kwargs}
+                recipe["arch_kwargs"] = {**(recipe.get("arch_kwargs") or {}), **arch_kwargs}
             if not recipe.get("arch"):
                 raise CheckpointError(f"checkpoint {path} holds only weights; pass --arch (a torchvision name "
                                       "such as resnet18, path/to/file.py:factory or package.module:factory)")
+            if arch is None:
+                check_recipe_arch(recipe["arch"], str(path), trust_checkpoint)
             net = build_from_recipe(recipe)
             fit_state_dict(net, raw.state_dict, what=str(path))
         else:

@@ -1,0 +1,135 @@
+"""The recipe embedded in a safetensors checkpoint: its validation and its trust rule.
+
+A recipe (metadata key ``lcnn_audit.recipe``, written by ``save_model``) records how to
+rebuild a model: ``arch``, ``arch_kwargs``, ``normalize`` and ``convert``. It comes from
+an input file, so it is untrusted (see ``docs/security.md``):
+
+* its types are checked here, each problem one :class:`CheckpointError`;
+* its ``arch`` may name only what runs no code from outside lcnn-audit and torchvision:
+  a built-in architecture or a torchvision model name. A ``file.py:factory`` or
+  ``package.module:factory`` is refused before anything is imported, unless the user
+  repeats it with ``--arch`` or passes ``--trust-checkpoint``. ``convert`` is rebuilt by
+  lcnn-audit's own :func:`lcnn_audit.convert.rebuild_converted`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .errors import CheckpointError, UsageError
+
+RECIPE_KEYS = ("arch", "arch_kwargs", "normalize", "convert", "kind")
+
+
+def parse_recipe(text: str, where: str) -> dict:
+    """The recipe JSON of a metadata entry, validated (``where`` names the checkpoint)."""
+    try:
+        recipe = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, TypeError):
+        raise CheckpointError(f"checkpoint {where} has a corrupt lcnn_audit.recipe metadata entry (not JSON); "
+                              "re-save it, or load the weights with --arch and --normalize") from None
+    return validate_recipe(recipe, where)
+
+
+def _bad(where: str, what: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {where} has an invalid embedded recipe: {what}; re-save it, or load the "
+                           "weights with --arch (and --normalize) to ignore the recipe")
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _str_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+
+def validate_recipe(recipe: Any, where: str) -> dict:
+    """Check every field's type; return the recipe, or raise one :class:`CheckpointError`."""
+    if not isinstance(recipe, dict):
+        raise _bad(where, f"it is a JSON {type(recipe).__name__}, not an object")
+    arch = recipe.get("arch")
+    if arch is not None and (not isinstance(arch, str) or not arch.strip()):
+        raise _bad(where, f"'arch' must be a non-empty string, got {json.dumps(arch)[:60]}")
+    kwargs = recipe.get("arch_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise _bad(where, f"'arch_kwargs' must be an object of keyword arguments, got a JSON {type(kwargs).__name__}")
+    validate_normalize(recipe.get("normalize"), where)
+    conv = recipe.get("convert")
+    if conv is not None:
+        validate_convert(conv, where)
+    return recipe
+
+
+def validate_normalize(norm, where: str) -> None:
+    """``None``, a normalisation name/spec string, or ``[means, stds]`` of equal length, stds > 0."""
+    if norm is None or isinstance(norm, str):
+        if isinstance(norm, str):
+            from .loading import parse_normalize  # noqa: PLC0415 - loading imports this module
+
+            try:
+                parse_normalize(norm)
+            except UsageError as err:
+                raise _bad(where, f"'normalize' {norm!r}: {err}") from None
+        return
+    if not (isinstance(norm, list) and len(norm) == 2 and all(isinstance(p, list) and p for p in norm)):
+        raise _bad(where, "'normalize' must be [[means...], [stds...]]")
+    mean, std = norm
+    if len(mean) != len(std):
+        raise _bad(where, f"'normalize' has {len(mean)} means but {len(std)} stds")
+    if not all(_finite_number(v) for v in mean + std):
+        raise _bad(where, "'normalize' values must be finite numbers")
+    if any(s <= 0 for s in std):
+        raise _bad(where, f"'normalize' standard deviations must be positive, got {std}")
+
+
+def validate_convert(conv, where: str) -> None:
+    """The ``convert`` block that :func:`lcnn_audit.convert.rebuild_converted` reads."""
+    from .convert import RECIPE_VERSION, ConvertOptions  # noqa: PLC0415 - heavy, only for converted models
+
+    if not isinstance(conv, dict):
+        raise _bad(where, f"'convert' must be an object, got a JSON {type(conv).__name__}")
+    if conv.get("version") != RECIPE_VERSION:
+        raise CheckpointError(f"converted checkpoint {where} has recipe version {conv.get('version')!r}; this "
+                              f"lcnn-audit reads version {RECIPE_VERSION}")
+    options = conv.get("options", {})
+    if not isinstance(options, dict):
+        raise _bad(where, "'convert.options' must be an object")
+    for key in ("activations", "batchnorm", "linear"):
+        if not _str_list(conv.get(key, [])):
+            raise _bad(where, f"'convert.{key}' must be a list of module names")
+    shapes = conv.get("conv", {})
+    if not isinstance(shapes, dict) or not all(
+            isinstance(s, list) and s and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s)
+            for s in shapes.values()):
+        raise _bad(where, "'convert.conv' must map module names to input shapes (lists of positive integers)")
+    kinds = options.get("activation_kinds", [])
+    if not _str_list(kinds):
+        raise _bad(where, "'convert.options.activation_kinds' must be a list of names")
+    try:
+        opts = ConvertOptions.from_dict(options)
+        opts.validate()
+    except (TypeError, UsageError) as err:
+        raise _bad(where, f"'convert.options': {' '.join(str(err).split())}") from None
+    for name in ("activations", "batchnorm", "conv", "linear", "fold_into_bn", "use_fx"):
+        if not isinstance(getattr(opts, name), bool):
+            raise _bad(where, f"'convert.options.{name}' must be true or false")
+    for name in ("beta_init", "tol"):
+        if not _finite_number(getattr(opts, name)):
+            raise _bad(where, f"'convert.options.{name}' must be a finite number")
+    for name in ("n_power_iterations", "max_iter"):
+        v = getattr(opts, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise _bad(where, f"'convert.options.{name}' must be a non-negative integer")
+
+
+def check_recipe_arch(arch: str, where: str, trust_checkpoint: bool) -> None:
+    """Refuse a recipe ``arch`` that would import user code, unless ``trust_checkpoint``."""
+    if trust_checkpoint or ":" not in arch:
+        return  # names without ':' resolve only through the built-in and torchvision registries
+    raise CheckpointError(
+        f"checkpoint {where} has an embedded recipe naming architecture {arch!r}, a factory outside lcnn-audit "
+        f"and torchvision; it was not imported, since importing and calling it would run code from the file's "
+        f"metadata. If you trust that code, pass --arch {arch} explicitly (or --trust-checkpoint)")
