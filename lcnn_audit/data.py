@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .rng import check_seed
 
 #: Documented per-channel (mean, std) of each dataset, for ``--normalize dataset``.
 DATASET_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -201,7 +202,11 @@ def _load_tensor_file(path: Path):
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure means an unreadable file
-        raise DataError(f"cannot read tensor file {path}: {type(err).__name__}: {str(err).splitlines()[0]}; "
+        if path.stat().st_size == 0:
+            raise DataError(f"data file {path} is empty (0 bytes); it must be a .pt (torch.save of a dict) or "
+                            ".npz with keys 'x' and 'y'") from None
+        msg = (str(err).splitlines() or [""])[0][:200]
+        raise DataError(f"cannot read tensor file {path}: {type(err).__name__}: {msg}; "
                         "it must be a .pt (torch.save of a dict) or .npz with keys 'x' and 'y'") from None
     if not isinstance(obj, dict) or "x" not in obj or "y" not in obj:
         keys = list(obj) if isinstance(obj, dict) else type(obj).__name__
@@ -211,6 +216,8 @@ def _load_tensor_file(path: Path):
         raise DataError(f"tensor file {path}: 'x' must have shape (N, C, H, W), got {tuple(x.shape)}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise DataError(f"tensor file {path}: 'y' must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if x.shape[0] == 0:
+        raise DataError(f"tensor file {path} holds no samples ('x' has shape {tuple(x.shape)}); it needs N >= 1")
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         if y.dtype.is_floating_point and torch.equal(y, y.round()):
             y = y.long()
@@ -277,6 +284,7 @@ def load_data(
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    check_seed(seed)
     name = spec.lower()
     lazy = None
     num_classes = NUM_CLASSES.get(name)

@@ -143,9 +143,7 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
             val = json.loads(text)
         except json.JSONDecodeError as err:
             raise UsageError(f"--arch-kwargs is not valid JSON: {err.msg}") from None
-        if not isinstance(val, dict):
-            raise UsageError(f"--arch-kwargs JSON must be an object of keyword arguments, got a {type(val).__name__}")
-        return val
+        return dict(val)
     out: dict[str, Any] = {}
     depth, cur, parts = 0, "", []
     for ch in text:

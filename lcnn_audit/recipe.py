@@ -75,7 +75,7 @@ def validate_normalize(norm, where: str) -> None:
                 raise _bad(where, f"'normalize' {norm!r}: {err}") from None
         return
     if not (isinstance(norm, list) and len(norm) == 2 and all(isinstance(p, list) and p for p in norm)):
-        raise _bad(where, "'normalize' must be [[means...], [stds...]]")
+        raise _bad(where, "'normalize' must be a pair of non-empty lists (the means, then the stds)")
     mean, std = norm
     if len(mean) != len(std):
         raise _bad(where, f"'normalize' has {len(mean)} means but {len(std)} stds")
@@ -105,24 +105,30 @@ def validate_convert(conv, where: str) -> None:
             isinstance(s, list) and s and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s)
             for s in shapes.values()):
         raise _bad(where, "'convert.conv' must map module names to input shapes (lists of positive integers)")
-    kinds = options.get("activation_kinds", [])
-    if not _str_list(kinds):
-        raise _bad(where, "'convert.options.activation_kinds' must be a list of names")
+    for name, value in options.items():
+        problem = _option_problem(name, value)
+        if problem:
+            raise _bad(where, f"'convert.options.{name}' must be {problem}")
     try:
-        opts = ConvertOptions.from_dict(options)
-        opts.validate()
-    except (TypeError, UsageError) as err:
+        ConvertOptions.from_dict(options).validate()
+    except UsageError as err:
         raise _bad(where, f"'convert.options': {' '.join(str(err).split())}") from None
-    for name in ("activations", "batchnorm", "conv", "linear", "fold_into_bn", "use_fx"):
-        if not isinstance(getattr(opts, name), bool):
-            raise _bad(where, f"'convert.options.{name}' must be true or false")
-    for name in ("beta_init", "tol"):
-        if not _finite_number(getattr(opts, name)):
-            raise _bad(where, f"'convert.options.{name}' must be a finite number")
-    for name in ("n_power_iterations", "max_iter"):
-        v = getattr(opts, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise _bad(where, f"'convert.options.{name}' must be a non-negative integer")
+
+
+def _option_problem(name: str, value) -> str | None:
+    """What a recorded :class:`~lcnn_audit.convert.ConvertOptions` field must be, if ``value`` is not."""
+    if name == "activation_kinds":
+        return None if _str_list(value) else "a list of names"
+    if name in ("activations", "batchnorm", "conv", "linear", "fold_into_bn", "use_fx"):
+        return None if isinstance(value, bool) else "true or false"
+    if name in ("beta_init", "tol"):
+        return None if _finite_number(value) and value > 0 else "a positive finite number"
+    if name == "gamma_init":
+        return None if value is None or (_finite_number(value) and value > 0) else "null or a positive number"
+    if name in ("n_power_iterations", "max_iter"):
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1_000_000
+        return None if ok else "an integer between 0 and 1000000"
+    return None  # unknown keys are ignored by ConvertOptions.from_dict
 
 
 def check_recipe_arch(arch: str, where: str, trust_checkpoint: bool) -> None:

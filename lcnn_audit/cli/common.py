@@ -23,6 +23,7 @@ from rich.progress import (
 )
 
 from ..errors import LcnnAuditError, UsageError
+from ..rng import check_seed
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -216,6 +217,8 @@ def command_options(*groups: str):
         def wrapper(**kwargs):
             ctx = Ctx({k: kwargs.pop(k) for k in list(kwargs) if k in shared})
             try:
+                if "seed" in ctx.opts:
+                    check_seed(ctx.opts["seed"])
                 return fn(ctx=ctx, **kwargs)
             except LcnnAuditError as err:
                 fail(err)

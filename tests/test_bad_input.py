@@ -1,0 +1,162 @@
+"""Bad inputs give one ``error:`` line and exit code 2 (or a documented flag), never a traceback
+and never a silent wrong number."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from lcnn_audit import load_data, load_model
+from lcnn_audit.cli import app
+from lcnn_audit.errors import ArchitectureError, CheckpointError, DataError, UsageError
+from lcnn_audit.loading import RECIPE_KEY
+from lcnn_audit.models import MLP
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(res, match: str, code: int = 2) -> str:
+    assert res.exit_code == code, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+    text = " ".join(res.output.split())
+    assert "error:" in text and match in text, res.output
+    return text
+
+
+# --------------------------------------------------------------------------- embedded recipes
+
+GOOD = {"arch": "mlp", "arch_kwargs": {"hidden": 8, "depth": 1}}
+CONVERT = {"version": 1, "options": {"activations": False}, "activations": [], "batchnorm": [], "conv": {},
+           "linear": []}
+
+
+def recipe_checkpoint(tmp_path: Path, recipe=None, raw: str | None = None) -> Path:
+    torch.manual_seed(0)
+    sd = {k: v.contiguous() for k, v in MLP(hidden=8, depth=1).state_dict().items()}
+    path = tmp_path / "r.safetensors"
+    save_file(sd, path, metadata={RECIPE_KEY: raw if raw is not None else json.dumps(recipe)})
+    return path
+
+
+BAD_RECIPES = {
+    "list": ([GOOD], "is a JSON list, not an object"),
+    "int-arch": ({"arch": 3}, "'arch' must be a non-empty string"),
+    "empty-arch": ({"arch": ""}, "'arch' must be a non-empty string"),
+    "list-kwargs": ({"arch": "mlp", "arch_kwargs": [8, 1]}, "'arch_kwargs' must be an object"),
+    "normalize-flat": ({**GOOD, "normalize": [0.5, 0.25]}, "'normalize' must be a pair of non-empty lists"),
+    "normalize-lengths": ({**GOOD, "normalize": [[0.5, 0.5], [0.25]]}, "2 means but 1 stds"),
+    "normalize-text": ({**GOOD, "normalize": [[0.5], ["x"]]}, "must be finite numbers"),
+    "std-zero": ({**GOOD, "normalize": [[0.5], [0.0]]}, "standard deviations must be positive"),
+    "std-negative": ({**GOOD, "normalize": [[0.5], [-1]]}, "standard deviations must be positive"),
+    "normalize-name": ({**GOOD, "normalize": "imagenet-ish"}, "'normalize' 'imagenet-ish'"),
+    "convert-list": ({**GOOD, "convert": [1]}, "'convert' must be an object"),
+    "convert-version": ({**GOOD, "convert": {**CONVERT, "version": "x"}}, "recipe version 'x'"),
+    "convert-names": ({**GOOD, "convert": {**CONVERT, "linear": "1"}}, "'convert.linear' must be a list"),
+    "convert-shapes": ({**GOOD, "convert": {**CONVERT, "conv": {"1": "28x28"}}}, "'convert.conv' must map"),
+    "convert-options": ({**GOOD, "convert": {**CONVERT, "options": [1]}}, "'convert.options' must be an object"),
+    "convert-beta": ({**GOOD, "convert": {**CONVERT, "options": {"beta_init": "big"}}},
+                     "'convert.options.beta_init' must be a positive finite number"),
+    "convert-flag": ({**GOOD, "convert": {**CONVERT, "options": {"use_fx": "yes"}}},
+                     "'convert.options.use_fx' must be true or false"),
+    "convert-kinds": ({**GOOD, "convert": {**CONVERT, "options": {"activation_kinds": "relu"}}},
+                      "'convert.options.activation_kinds' must be a list"),
+    "convert-misfit-bn": ({**GOOD, "convert": {**CONVERT, "batchnorm": ["1"]}},
+                          "recorded batch norm '1' is a Linear"),
+    "convert-misfit-missing": ({**GOOD, "convert": {**CONVERT, "linear": ["nope"]}}, "at module 'nope'"),
+    "convert-misfit-conv": ({**GOOD, "convert": {**CONVERT, "conv": {"1": [784]}}},
+                            "is not a convolution of that input"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RECIPES))
+def test_malformed_recipe_is_one_clear_error(tmp_path, case):
+    recipe, match = BAD_RECIPES[case]
+    path = recipe_checkpoint(tmp_path, recipe)
+    with pytest.raises(CheckpointError, match=match.replace("(", r"\(")) as err:
+        load_model(path)
+    assert "\n" not in str(err.value)
+    if "misfit" not in case:
+        assert "changed since conversion" not in str(err.value)
+    res = invoke("info", path, "--data", "demo", "--n", "2")
+    one_line_error(res, match)
+
+
+def test_non_json_recipe_metadata(tmp_path):
+    path = recipe_checkpoint(tmp_path, raw="{not json")
+    one_line_error(invoke("info", path, "--data", "demo", "--n", "2"), "corrupt lcnn_audit.recipe metadata")
+    deep = recipe_checkpoint(tmp_path, raw="[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="not JSON"):
+        load_model(deep)
+
+
+def test_explicit_arch_overrides_a_broken_recipe(tmp_path):
+    path = recipe_checkpoint(tmp_path, {"arch": 3})
+    with pytest.raises(CheckpointError):
+        load_model(path, arch="mlp", arch_kwargs={"hidden": 8, "depth": 1})
+    path = recipe_checkpoint(tmp_path, {"arch": "mlp", "arch_kwargs": {"hidden": 8, "depth": 1}})
+    assert load_model(path)(torch.rand(1, 1, 28, 28)).shape == (1, 10)
+
+
+# --------------------------------------------------------------------------- factories and state keys
+
+
+def test_factory_raising_anything_becomes_architecture_error(tmp_path):
+    (tmp_path / "f.py").write_text("def bad_key(**kw):\n    return {}['missing']\n"
+                                   "def bad_runtime():\n    raise RuntimeError('CUDA kaboom\\nsecond line')\n"
+                                   "def bad_import():\n    import no_such_module_xyz\n")
+    for name, kind in (("bad_key", "KeyError"), ("bad_runtime", "RuntimeError"), ("bad_import", "ModuleNotFoundError")):
+        with pytest.raises(ArchitectureError, match=f"factory of --arch .*{name} raised {kind}") as err:
+            load_model("demo", arch=f"{tmp_path / 'f.py'}:{name}")
+        assert "\n" not in str(err.value) and err.value.__cause__ is not None  # chained, not swallowed
+    res = invoke("info", "demo", "--arch", f"{tmp_path / 'f.py'}:bad_runtime", "--data", "demo", "--n", "2")
+    one_line_error(res, "raised RuntimeError: CUDA kaboom")
+    # a recipe's built-in factory with hostile kwargs: a KeyError inside MLP
+    path = recipe_checkpoint(tmp_path, {"arch": "mlp", "arch_kwargs": {"act": "nope"}})
+    one_line_error(invoke("info", path, "--data", "demo", "--n", "2"), "factory of --arch mlp raised KeyError")
+
+
+def test_module_import_raising_non_import_error(tmp_path, monkeypatch):
+    (tmp_path / "broken_pkg_xyz.py").write_text("raise ValueError('bad module')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ArchitectureError, match="importing module 'broken_pkg_xyz'.*ValueError: bad module"):
+        load_model("demo", arch="broken_pkg_xyz:f")
+
+
+def test_state_key_selecting_a_tensor(tmp_path):
+    torch.save({"w": torch.zeros(2), "state_dict": MLP(hidden=8, depth=1).state_dict()}, tmp_path / "c.pt")
+    res = invoke("info", tmp_path / "c.pt", "--arch", "mlp", "--arch-kwargs", "hidden=8,depth=1", "--state-key", "w",
+                 "--data", "demo", "--n", "2")
+    one_line_error(res, "--state-key 'w' selects a Tensor")
+
+
+# --------------------------------------------------------------------------- data files and seeds
+
+
+def test_empty_and_zero_byte_data_files(tmp_path):
+    torch.save({"x": torch.zeros(0, 1, 28, 28), "y": torch.zeros(0, dtype=torch.long)}, tmp_path / "e.pt")
+    np.savez(tmp_path / "e.npz", x=np.zeros((0, 1, 28, 28), np.float32), y=np.zeros(0, np.int64))
+    (tmp_path / "z.pt").write_bytes(b"")
+    (tmp_path / "z.npz").write_bytes(b"")
+    for name, match in (("e.pt", "holds no samples"), ("e.npz", "holds no samples"), ("z.pt", "is empty (0 bytes)"),
+                        ("z.npz", "is empty (0 bytes)")):
+        with pytest.raises(DataError, match=match.replace("(", r"\(").replace(")", r"\)")):
+            load_data(str(tmp_path / name))
+        one_line_error(invoke("curvature", "demo", "--data", tmp_path / name), match)
+
+
+@pytest.mark.parametrize("seed", [10**30, -(10**30), 2**63])
+def test_enormous_seed(seed):
+    res = invoke("curvature", "demo", "--n", "3", "--seed", seed, "--max-iter", "3")
+    one_line_error(res, "--seed must be an integer between")
+    with pytest.raises(UsageError, match="--seed"):
+        load_data("demo", n=3, seed=seed)
+    assert len(load_data("demo", n=3, seed=2**63 - 1)) == 3
