@@ -41,7 +41,7 @@ from torch import nn
 from .data import DATASET_NORMALIZATION
 from .errors import ArchitectureError, CheckpointError, DataError, ModelError, UsageError
 from .models import BUILTIN_ARCHS
-from .recipe import check_recipe_arch, parse_recipe
+from .recipe import check_recipe_arch, parse_recipe, validate_recipe
 
 RECIPE_KEY = "lcnn_audit.recipe"
 STATE_KEYS = ("state_dict", "model", "net", "model_state_dict", "state_dict_ema")
@@ -512,7 +512,8 @@ def load_model(
         raw = read_checkpoint(path, trust_checkpoint=trust_checkpoint, state_key=state_key)
         kind = raw.kind
         if raw.kind == "state_dict":
-            recipe = dict(raw.recipe)
+            recipe = validate_recipe(dict(raw.recipe), str(path), arch=arch is None or raw.recipe.get("arch") == arch,
+                                     normalize=normalize is None)
             if arch is not None:
                 # --arch is the user's own choice (trusted); the recipe's kwargs still apply to the same arch
                 same = recipe.get("arch") == arch

@@ -20,22 +20,27 @@ from typing import Any
 
 from .errors import CheckpointError, UsageError
 
-RECIPE_KEYS = ("arch", "arch_kwargs", "normalize", "convert", "kind")
-
 
 def parse_recipe(text: str, where: str) -> dict:
-    """The recipe JSON of a metadata entry, validated (``where`` names the checkpoint)."""
+    """The recipe object of a metadata entry (``where`` names the checkpoint); its fields are
+    checked by :func:`validate_recipe` once it is known which of them are used."""
     try:
         recipe = json.loads(text)
     except (json.JSONDecodeError, RecursionError, TypeError):
         raise CheckpointError(f"checkpoint {where} has a corrupt lcnn_audit.recipe metadata entry (not JSON); "
-                              "re-save it, or load the weights with --arch and --normalize") from None
-    return validate_recipe(recipe, where)
+                              "re-save it, or pass --arch and --normalize to rebuild the model yourself") from None
+    if not isinstance(recipe, dict):
+        raise _bad(where, f"it is a JSON {type(recipe).__name__}, not an object", HINT_ARCH)
+    return recipe
 
 
-def _bad(where: str, what: str) -> CheckpointError:
-    return CheckpointError(f"checkpoint {where} has an invalid embedded recipe: {what}; re-save it, or load the "
-                           "weights with --arch (and --normalize) to ignore the recipe")
+HINT_ARCH = "pass --arch (and --arch-kwargs) to override it"
+HINT_NORM = "pass --normalize to override it"
+HINT_CONVERT = "re-convert the original model"
+
+
+def _bad(where: str, what: str, hint: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {where} has an invalid embedded recipe: {what}; re-save it, or {hint}")
 
 
 def _finite_number(v) -> bool:
@@ -46,17 +51,23 @@ def _str_list(v) -> bool:
     return isinstance(v, list) and all(isinstance(s, str) for s in v)
 
 
-def validate_recipe(recipe: Any, where: str) -> dict:
-    """Check every field's type; return the recipe, or raise one :class:`CheckpointError`."""
+def validate_recipe(recipe: Any, where: str, *, arch: bool = True, normalize: bool = True) -> dict:
+    """Check the type of every field that will be used; raise one :class:`CheckpointError`.
+
+    ``arch=False``: ``arch``/``arch_kwargs`` are overridden by ``--arch``; ``normalize=False``:
+    by ``--normalize``. ``convert`` is always used, so always checked."""
     if not isinstance(recipe, dict):
-        raise _bad(where, f"it is a JSON {type(recipe).__name__}, not an object")
-    arch = recipe.get("arch")
-    if arch is not None and (not isinstance(arch, str) or not arch.strip()):
-        raise _bad(where, f"'arch' must be a non-empty string, got {json.dumps(arch)[:60]}")
-    kwargs = recipe.get("arch_kwargs")
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise _bad(where, f"'arch_kwargs' must be an object of keyword arguments, got a JSON {type(kwargs).__name__}")
-    validate_normalize(recipe.get("normalize"), where)
+        raise _bad(where, f"it is a JSON {type(recipe).__name__}, not an object", HINT_ARCH)
+    if arch:
+        name = recipe.get("arch")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise _bad(where, f"'arch' must be a non-empty string, got {json.dumps(name)[:60]}", HINT_ARCH)
+        kwargs = recipe.get("arch_kwargs")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise _bad(where, f"'arch_kwargs' must be an object of keyword arguments, got a JSON "
+                              f"{type(kwargs).__name__}", HINT_ARCH)
+    if normalize:
+        validate_normalize(recipe.get("normalize"), where)
     conv = recipe.get("convert")
     if conv is not None:
         validate_convert(conv, where)
@@ -72,17 +83,17 @@ def validate_normalize(norm, where: str) -> None:
             try:
                 parse_normalize(norm)
             except UsageError as err:
-                raise _bad(where, f"'normalize' {norm!r}: {err}") from None
+                raise _bad(where, f"'normalize' {norm!r}: {err}", HINT_NORM) from None
         return
     if not (isinstance(norm, list) and len(norm) == 2 and all(isinstance(p, list) and p for p in norm)):
-        raise _bad(where, "'normalize' must be a pair of non-empty lists (the means, then the stds)")
+        raise _bad(where, "'normalize' must be a pair of non-empty lists (the means, then the stds)", HINT_NORM)
     mean, std = norm
     if len(mean) != len(std):
-        raise _bad(where, f"'normalize' has {len(mean)} means but {len(std)} stds")
+        raise _bad(where, f"'normalize' has {len(mean)} means but {len(std)} stds", HINT_NORM)
     if not all(_finite_number(v) for v in mean + std):
-        raise _bad(where, "'normalize' values must be finite numbers")
+        raise _bad(where, "'normalize' values must be finite numbers", HINT_NORM)
     if any(s <= 0 for s in std):
-        raise _bad(where, f"'normalize' standard deviations must be positive, got {std}")
+        raise _bad(where, f"'normalize' standard deviations must be positive, got {std}", HINT_NORM)
 
 
 def validate_convert(conv, where: str) -> None:
@@ -90,29 +101,30 @@ def validate_convert(conv, where: str) -> None:
     from .convert import RECIPE_VERSION, ConvertOptions  # noqa: PLC0415 - heavy, only for converted models
 
     if not isinstance(conv, dict):
-        raise _bad(where, f"'convert' must be an object, got a JSON {type(conv).__name__}")
+        raise _bad(where, f"'convert' must be an object, got a JSON {type(conv).__name__}", HINT_CONVERT)
     if conv.get("version") != RECIPE_VERSION:
         raise CheckpointError(f"converted checkpoint {where} has recipe version {conv.get('version')!r}; this "
-                              f"lcnn-audit reads version {RECIPE_VERSION}")
+                              f"lcnn-audit reads version {RECIPE_VERSION}", HINT_CONVERT)
     options = conv.get("options", {})
     if not isinstance(options, dict):
-        raise _bad(where, "'convert.options' must be an object")
+        raise _bad(where, "'convert.options' must be an object", HINT_CONVERT)
     for key in ("activations", "batchnorm", "linear"):
         if not _str_list(conv.get(key, [])):
-            raise _bad(where, f"'convert.{key}' must be a list of module names")
+            raise _bad(where, f"'convert.{key}' must be a list of module names", HINT_CONVERT)
     shapes = conv.get("conv", {})
     if not isinstance(shapes, dict) or not all(
             isinstance(s, list) and s and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s)
             for s in shapes.values()):
-        raise _bad(where, "'convert.conv' must map module names to input shapes (lists of positive integers)")
+        raise _bad(where, "'convert.conv' must map module names to input shapes (lists of positive integers)",
+                   HINT_CONVERT)
     for name, value in options.items():
         problem = _option_problem(name, value)
         if problem:
-            raise _bad(where, f"'convert.options.{name}' must be {problem}")
+            raise _bad(where, f"'convert.options.{name}' must be {problem}", HINT_CONVERT)
     try:
         ConvertOptions.from_dict(options).validate()
     except UsageError as err:
-        raise _bad(where, f"'convert.options': {' '.join(str(err).split())}") from None
+        raise _bad(where, f"'convert.options': {' '.join(str(err).split())}", HINT_CONVERT) from None
 
 
 def _option_problem(name: str, value) -> str | None:

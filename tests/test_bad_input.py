@@ -98,12 +98,20 @@ def test_non_json_recipe_metadata(tmp_path):
         load_model(deep)
 
 
-def test_explicit_arch_overrides_a_broken_recipe(tmp_path):
-    path = recipe_checkpoint(tmp_path, {"arch": 3})
-    with pytest.raises(CheckpointError):
-        load_model(path, arch="mlp", arch_kwargs={"hidden": 8, "depth": 1})
-    path = recipe_checkpoint(tmp_path, {"arch": "mlp", "arch_kwargs": {"hidden": 8, "depth": 1}})
-    assert load_model(path)(torch.rand(1, 1, 28, 28)).shape == (1, 10)
+def test_options_override_the_broken_recipe_fields_they_replace(tmp_path):
+    """The errors say "pass --arch / --normalize to override it": that works."""
+    x = torch.rand(1, 1, 28, 28)
+    path = recipe_checkpoint(tmp_path, {"arch": 3, "arch_kwargs": [1], "normalize": [[0.5], [0.25]]})
+    with pytest.raises(CheckpointError, match="pass --arch"):
+        load_model(path)
+    assert load_model(path, arch="mlp", arch_kwargs={"hidden": 8, "depth": 1})(x).shape == (1, 10)
+    path = recipe_checkpoint(tmp_path, {**GOOD, "normalize": [[0.5], [0.0]]})
+    with pytest.raises(CheckpointError, match="pass --normalize"):
+        load_model(path)
+    assert load_model(path, normalize="none")(x).shape == (1, 10)
+    path = recipe_checkpoint(tmp_path, {**GOOD, "convert": [1]})
+    with pytest.raises(CheckpointError, match="re-convert"):
+        load_model(path, arch="mlp", arch_kwargs={"hidden": 8, "depth": 1})  # a conversion cannot be overridden
 
 
 # --------------------------------------------------------------------------- factories and state keys
