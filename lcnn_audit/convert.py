@@ -518,6 +518,7 @@ _MISFIT = ("; the recipe's conversion record does not fit its architecture: the 
 
 def predict(model: nn.Module, data, batch_size: int = 128, progress=None) -> dict[str, list]:
     """Per-sample ``index``, ``label``, ``pred`` of ``model`` (eval mode, no grad) on ``data``."""
+    from .loading import require_finite  # noqa: PLC0415
     from .runner import run_batches  # noqa: PLC0415
 
     dev = next((t.device for t in list(model.parameters()) + list(model.buffers())), torch.device("cpu"))
@@ -526,7 +527,9 @@ def predict(model: nn.Module, data, batch_size: int = 128, progress=None) -> dic
 
     def compute(batch):
         with torch.no_grad():
-            pred = model(batch.x.to(dev)).argmax(1).cpu()
+            logits = model(batch.x.to(dev))
+        require_finite(logits, "logits", batch.index)
+        pred = logits.argmax(1).cpu()
         return {"index": batch.index, "label": batch.y, "pred": pred}
 
     try:

@@ -584,11 +584,29 @@ def check_model_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         raise ModelError(f"model returned {_describe_output(out)} for a batch of {x.shape[0]}; expected (N, C) "
                          "logits (use --output-key to select them)")
+    require_finite(out, "logits")
     num_classes = int(out.shape[1])
     if y is not None and y.numel() and int(y.max()) >= num_classes:
         raise DataError(f"labels out of range: found label {int(y.max())} but the model has {num_classes} "
                          "classes; check --data and --arch-kwargs num_classes")
     return num_classes
+
+
+def require_finite(values: torch.Tensor, what: str, index: torch.Tensor | None = None) -> None:
+    """Raise :class:`ModelError` if any sample's ``values`` (dim 0 = samples) hold NaN or inf.
+
+    Non-finite logits or derivatives make every downstream number meaningless (NaN logits
+    read as "accuracy 0" and "robust accuracy 0"), so they are an error, never a number."""
+    bad = ~torch.isfinite(values.detach().reshape(values.shape[0], -1)).all(dim=1)
+    if not bool(bad.any()):
+        return
+    where = index.reshape(-1)[bad.to(index.device)] if index is not None else bad.nonzero().flatten()
+    ids = [int(i) for i in where[:5].tolist()]
+    listed = ", ".join(map(str, ids)) + (", ..." if int(bad.sum()) > len(ids) else "")
+    label = "sample index" if index is not None else "batch position"
+    raise ModelError(f"the model's {what} are NaN or infinite for {int(bad.sum())} of {values.shape[0]} sample(s) "
+                     f"({label} {listed}), so no audit number would mean anything; check the weights, "
+                     "--normalize and that inputs lie in [0, 1]")
 
 
 def save_model(net: nn.Module, path: str | os.PathLike, recipe: dict) -> Path:

@@ -168,3 +168,104 @@ def test_enormous_seed(seed):
     with pytest.raises(UsageError, match="--seed"):
         load_data("demo", n=3, seed=seed)
     assert len(load_data("demo", n=3, seed=2**63 - 1)) == 3
+
+
+# --------------------------------------------------------------------------- non-finite models
+
+
+NAN_MODELS = '''
+import torch
+from torch import nn
+
+
+class Half(nn.Module):
+    """NaN logits for images darker than 0.5 on average."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * torch.sqrt(x.flatten(1).mean(1, keepdim=True) - 0.5)
+
+
+class _NaNCurvature(torch.autograd.Function):
+    """Identity whose gradient is finite but whose second derivative is NaN."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return _NaNBackward.apply(g)
+
+
+class _NaNBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g):
+        return g.clone()
+
+    @staticmethod
+    def backward(ctx, gg):
+        return gg * float("nan")
+
+
+class NaNHessian(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(_NaNCurvature.apply(x.flatten(1))))
+
+
+def half():
+    return Half()
+
+
+def nan_hessian():
+    return NaNHessian()
+'''
+
+
+@pytest.fixture
+def nan_setup(tmp_path):
+    (tmp_path / "nan_models.py").write_text(NAN_MODELS)
+    torch.manual_seed(0)
+    save_file({"fc.weight": torch.randn(10, 64) * 0.1, "fc.bias": torch.zeros(10)}, tmp_path / "fc.safetensors")
+    x = torch.cat([torch.full((3, 1, 8, 8), 0.9), torch.full((3, 1, 8, 8), 0.1)])  # samples 3-5 give NaN in Half
+    torch.save({"x": x, "y": torch.arange(6) % 10}, tmp_path / "d.pt")
+    return tmp_path
+
+
+def test_nan_logits_are_an_error_not_accuracy_zero(tmp_path):
+    """Before: attack printed clean accuracy 0, robust accuracy 0 and "gradient-masking checks
+    passed"; curvature died in eigh with LinAlgError."""
+    sd = {k: v.contiguous() for k, v in MLP(hidden=8, depth=1).state_dict().items()}
+    sd["3.weight"] = sd["3.weight"] * float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file(sd, path, metadata={RECIPE_KEY: json.dumps(GOOD)})
+    for cmd in (["attack", path, "--n", "4", "--attack", "pgd", "--steps", "2"],
+                ["curvature", path, "--n", "4", "--max-iter", "3", "--method", "lanczos"],
+                ["grad-robustness", path, "--n", "2", "--draws", "1"], ["info", path, "--n", "2"]):
+        text = one_line_error(invoke(*cmd), "logits are NaN or infinite")
+        assert "clean accuracy" not in text and "checks passed" not in text
+
+
+def test_nan_logits_for_some_samples_name_them(nan_setup):
+    t = nan_setup
+    arch = f"{t / 'nan_models.py'}:half"
+    for cmd in (["attack", "--attack", "pgd", "--steps", "2", "--batch-size", "3"],
+                ["curvature", "--max-iter", "3", "--method", "lanczos", "--batch-size", "3"]):
+        res = invoke(cmd[0], t / "fc.safetensors", "--arch", arch, "--data", t / "d.pt", *cmd[1:])
+        one_line_error(res, "logits are NaN or infinite for 3 of 3 sample(s) (sample index 3, 4, 5)")
+
+
+def test_nan_hessian_is_a_clear_error_not_linalg_error(nan_setup):
+    t = nan_setup
+    arch = f"{t / 'nan_models.py'}:nan_hessian"
+    for method in ("lanczos", "power"):
+        res = invoke("curvature", t / "fc.safetensors", "--arch", arch, "--data", t / "d.pt", "--method", method,
+                     "--max-iter", "3", "--iters", "3")
+        one_line_error(res, "Hessian-vector products are NaN or infinite for 6 sample(s)")

@@ -29,6 +29,7 @@ from torch import nn
 
 from .. import rng
 from ..errors import UsageError
+from ..loading import require_finite
 from .gauss_newton import gauss_newton_hvp, gauss_newton_spectrum, is_piecewise_linear
 from .hvp import BatchedHVP, CompactingHVP
 from .jacobian import jacobian_measures, jacobian_measures_estimate, logit_jacobian
@@ -109,6 +110,8 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     objective = make_objective(model, labels, opts.target)
     hvp = BatchedHVP(objective, x)
     g, logits, xr = hvp.grad.detach(), hvp.logits, hvp.x
+    require_finite(logits, "logits", index)
+    require_finite(g, "input gradients", index)
     C = logits.shape[1]
     B = x.shape[0]
     gnorm = _flat(g).double().norm(dim=1)
