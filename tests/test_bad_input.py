@@ -269,3 +269,120 @@ def test_nan_hessian_is_a_clear_error_not_linalg_error(nan_setup):
         res = invoke("curvature", t / "fc.safetensors", "--arch", arch, "--data", t / "d.pt", "--method", method,
                      "--max-iter", "3", "--iters", "3")
         one_line_error(res, "Hessian-vector products are NaN or infinite for 6 sample(s)")
+
+
+# --------------------------------------------------------------------------- batch coupling
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.Softplus(5),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 64, 10))
+
+
+@pytest.fixture
+def train_mode_export(tmp_path):
+    import warnings
+
+    net = _bn_net().train()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.export.export(net, (torch.rand(4, 1, 8, 8),), dynamic_shapes=({0: batch},))
+    torch.export.save(prog, tmp_path / "train.pt2")
+    torch.save({"x": torch.rand(8, 1, 8, 8), "y": torch.randint(0, 10, (8,))}, tmp_path / "d.pt")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_train_mode_export_is_refused_for_per_sample_audits(train_mode_export):
+    """Before: curvature's numbers changed with --batch-size (9.5x seen) with no notice."""
+    t = train_mode_export
+    common = [t / "train.pt2", "--trust-checkpoint", "--data", t / "d.pt"]
+    for cmd in (["curvature", *common, "--max-iter", "3"], ["attack", *common, "--attack", "pgd", "--steps", "1"],
+                ["grad-robustness", *common, "--draws", "1", "--radii", "0.1"],
+                ["discrepancy", *common, "--train-data", t / "d.pt"]):
+        one_line_error(invoke(*cmd), "the model couples the samples of a batch")
+    res = invoke("info", *common)
+    assert res.exit_code == 0 and "couples the samples" in " ".join(res.output.split()), res.output
+
+
+class _Stubborn(torch.nn.Module):
+    """A model that refuses eval mode (as torch.export modules do), with a real BatchNorm inside."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = _bn_net()
+
+    def train(self, mode: bool = True):
+        if not mode:
+            raise NotImplementedError("this model cannot leave train mode")
+        return super().train(mode)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_model_refusing_eval_gets_no_false_notice_and_is_refused():
+    from lcnn_audit.errors import ModelError
+    from lcnn_audit.geometry import CurvatureOptions, curvature_audit
+    from lcnn_audit.loading import AuditModel
+
+    model = AuditModel(_Stubborn().train())
+    data = load_data("demo", n=2)
+    data.x = torch.rand(20, 1, 8, 8)  # 8x8 inputs for the small net
+    data.y = torch.randint(0, 10, (20,))
+    data.indices = torch.arange(4)
+    with pytest.raises(ModelError, match="couples the samples") as err:
+        curvature_audit(model, data, CurvatureOptions(max_iter=3, fro_probes=0, jacobian="off"), batch_size=2)
+    assert "Typical cause: BatchNorm in train mode" in str(err.value)
+    from lcnn_audit.geometry.state import measurement_state
+
+    with measurement_state(model) as prep:
+        assert not any("switched" in n for n in prep.notices), prep.notices  # before: "switched ... eval mode"
+        assert model.net.body[1].training  # untouched: it refused
+
+
+def test_plain_train_mode_batchnorm_is_switched_and_said():
+    from lcnn_audit.geometry import CurvatureOptions, curvature_audit
+    from lcnn_audit.loading import AuditModel
+
+    model = AuditModel(_bn_net()).train()
+    data = load_data("demo", n=2)
+    data.x, data.y, data.indices = torch.rand(20, 1, 8, 8), torch.randint(0, 10, (20,)), torch.arange(4)
+    res = curvature_audit(model, data, CurvatureOptions(max_iter=3, fro_probes=0, jacobian="off"), batch_size=2)
+    assert any("switched them to eval mode" in n for n in res.summary["notices"])
+    assert model.training  # restored afterwards
+
+
+def test_random_model_gets_a_notice_not_a_coupling_error():
+    from lcnn_audit.geometry import CurvatureOptions, curvature_audit
+    from lcnn_audit.independence import check_batch_independence
+    from lcnn_audit.loading import AuditModel
+
+    class Noisy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(torch.tanh(x.flatten(1) + 0.1 * torch.randn_like(x.flatten(1))))
+
+    model = AuditModel(Noisy())
+    assert "random" in check_batch_independence(model, torch.rand(2, 1, 8, 8))
+    data = load_data("demo", n=2)
+    data.x, data.y, data.indices = torch.rand(20, 1, 8, 8), torch.randint(0, 10, (20,)), torch.arange(4)
+    res = curvature_audit(model, data, CurvatureOptions(max_iter=3, fro_probes=0, jacobian="off"), batch_size=2)
+    assert any("it is random" in n for n in res.summary["notices"])
+
+
+def test_independence_check_is_exact_for_eval_models_and_single_samples():
+    from lcnn_audit.independence import check_batch_independence
+
+    net = _bn_net().eval()
+    assert check_batch_independence(net, torch.rand(1, 1, 8, 8)) is None  # one sample: a second is made
+    assert check_batch_independence(net, torch.rand(5, 1, 8, 8)) is None
+    from lcnn_audit.errors import ModelError
+
+    with pytest.raises(ModelError, match="couples"):
+        check_batch_independence(net.train(), torch.rand(1, 1, 8, 8))

@@ -32,6 +32,7 @@ from torch import nn
 from ..data import ImageData
 from ..errors import CheckFailedError, ModelError
 from ..geometry.state import measurement_state
+from ..independence import check_batch_independence
 from ..loading import check_model_data, require_finite
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, dist_info, run_batches
@@ -284,13 +285,14 @@ def attack_audit(
     t0 = time.perf_counter()
     with measurement_state(model) as prep:
         num_classes = check_model_data(prep.model, probe.x.to(device), probe.y.to(device))
+        random_note = check_batch_independence(prep.model, probe.x.to(device))
         compute = _BatchAudit(prep.model, opts, device, store, codes)
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
                           progress=progress)
     per_sample = _ordered(run.per_sample)
     summary = _summary(per_sample, opts)
     summary["num_classes"] = num_classes
-    summary["notices"] = list(prep.notices) + list(opts.notices)
+    summary["notices"] = list(prep.notices) + list(opts.notices) + ([random_note] if random_note else [])
     summary["checks"] = _checks_config(opts, data)
     summary["flags"], summary["flag_messages"] = compute_flags(per_sample, opts)
     if store is not None and run.complete and dist_info()[0] == 0:
