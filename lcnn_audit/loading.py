@@ -22,10 +22,12 @@ checkpoint that needs code is refused with a message naming ``--trust-checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import pickle
 import sys
@@ -280,6 +282,21 @@ def _wellformed_pickle(path: Path) -> bool:
     return bool(ops) and ops[-1][0].name == "STOP"
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """Mute loggers for a block: ``torch.export.load`` logs a whole traceback as a warning
+    before it raises, and the one-line error that follows says it all."""
+    loggers = [logging.getLogger(n) for n in names]
+    old = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        yield
+    finally:
+        for lg, was in zip(loggers, old, strict=True):
+            lg.disabled = was
+
+
 def _corrupt(path: Path, err: BaseException) -> CheckpointError:
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     return CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({msg[:160]})")
@@ -314,7 +331,8 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False, sta
                 "weights_only=False, which can run arbitrary code; pass --trust-checkpoint only if you trust its "
                 "source (or save the weights as safetensors and pass --arch)")
         try:
-            prog = torch.export.load(str(path))
+            with _quiet_loggers("torch.export", "torch._export"):
+                prog = torch.export.load(str(path))
         except Exception as err:  # noqa: BLE001 - export's loader raises many types
             raise _corrupt(path, err) from None
         return RawCheckpoint("export", module=prog.module())

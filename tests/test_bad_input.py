@@ -386,3 +386,15 @@ def test_independence_check_is_exact_for_eval_models_and_single_samples():
 
     with pytest.raises(ModelError, match="couples"):
         check_batch_independence(net.train(), torch.rand(1, 1, 8, 8))
+
+
+def test_corrupt_export_program_prints_no_logged_traceback(tmp_path, capfd):
+    """torch.export.load logs a whole traceback (logger torch.export) before it raises."""
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip archive at all")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(tmp_path / "junk.pt2", trust_checkpoint=True)
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    import logging
+
+    assert not logging.getLogger("torch.export").disabled  # restored
