@@ -398,3 +398,78 @@ def test_corrupt_export_program_prints_no_logged_traceback(tmp_path, capfd):
     import logging
 
     assert not logging.getLogger("torch.export").disabled  # restored
+
+
+# --------------------------------------------------------------------------- ImageFolder
+
+
+def _images(root: Path, sizes=((8, 8),) * 4, mode="L"):
+    from PIL import Image
+
+    for i, size in enumerate(sizes):
+        d = root / f"c{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.new(mode, size, color=40 * i).save(d / f"{i}.png")
+
+
+def test_flat_image_folder_needs_single_split_and_split_folders_are_used(tmp_path):
+    _images(tmp_path / "flat")
+    one_line_error(invoke("curvature", "demo", "--data", tmp_path / "flat"), "pass --single-split")
+    d = load_data(str(tmp_path / "flat"), single_split=True)
+    assert len(d) == 4 and d.source == str(tmp_path / "flat")
+    _images(tmp_path / "split" / "train", sizes=((8, 8),) * 6)
+    _images(tmp_path / "split" / "val")
+    tr, te = load_data(str(tmp_path / "split"), "train"), load_data(str(tmp_path / "split"), "test")
+    assert (len(tr), len(te)) == (6, 4)
+    assert tr.source.endswith("train") and te.source.endswith("val")  # the result says which folder each read
+    with pytest.raises(DataError, match="subfolders .they would become classes"):
+        load_data(str(tmp_path / "split"), single_split=True)
+    _images(tmp_path / "only_train" / "train")
+    with pytest.raises(DataError, match="has train/ but no test/ or val/"):
+        load_data(str(tmp_path / "only_train"), "test")
+
+
+def test_discrepancy_and_finetune_refuse_one_source_for_both_splits(tmp_path):
+    """Before: a flat folder (or one tensor file) served as both splits: discrepancy reported
+    0/0/0 and finetune measured test accuracy on its training images."""
+    torch.save({"x": torch.rand(4, 1, 28, 28), "y": torch.arange(4)}, tmp_path / "d.pt")
+    _images(tmp_path / "flat", sizes=((28, 28),) * 4)
+    for data in (["--data", tmp_path / "d.pt"], ["--data", tmp_path / "flat", "--single-split"]):
+        one_line_error(invoke("discrepancy", "demo", *data), "has no separate train and test splits")
+        one_line_error(invoke("finetune", "demo", *data, "--epochs", "0", "-o", tmp_path / "o.safetensors"),
+                       "test accuracy would be measured on the training images")
+    assert not (tmp_path / "o.safetensors").exists()
+    res = invoke("discrepancy", "demo", "--n", "2", "--train-data", tmp_path / "d.pt")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "train split:" in text and "test split: bundled Fashion-MNIST sample (2 samples)" in text, text
+
+
+def test_image_folder_unreadable_or_mixed_images_are_found_up_front(tmp_path):
+    _images(tmp_path / "bad" / "test")
+    (tmp_path / "bad" / "test" / "c1" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match="cannot read image .*broken.png"):
+        load_data(str(tmp_path / "bad"))
+    _images(tmp_path / "mixed" / "test", sizes=((8, 8), (8, 8), (9, 8), (8, 8)))
+    with pytest.raises(DataError, match=r"differ in size: .*0.png is 8x8 with 1 channel\(s\), .*2.png is 9x8"):
+        load_data(str(tmp_path / "mixed"))
+    res = invoke("curvature", "demo", "--data", tmp_path / "mixed")
+    one_line_error(res, "differ in size")
+    assert len(load_data(str(tmp_path / "mixed"), image_size=(8, 8))) == 4  # resizing makes them fit
+    _images(tmp_path / "modes" / "test", sizes=((8, 8),) * 2)
+    _images(tmp_path / "modes2", sizes=((8, 8),) * 3, mode="RGB")
+    (tmp_path / "modes2" / "c0" / "0.png").rename(tmp_path / "modes" / "test" / "c0" / "rgb.png")
+    with pytest.raises(DataError, match="with 3"):
+        load_data(str(tmp_path / "modes"))
+
+
+def test_image_truncated_after_its_header_names_the_file(tmp_path):
+    from PIL import Image
+
+    _images(tmp_path / "t" / "test", sizes=((64, 64),) * 2)
+    big = tmp_path / "t" / "test" / "c0" / "big.png"
+    Image.effect_noise((64, 64), 50).save(big)
+    big.write_bytes(big.read_bytes()[:200])  # the header is intact, the pixel data is cut
+    data = load_data(str(tmp_path / "t"))
+    with pytest.raises(DataError, match="cannot decode image .*big.png"):
+        data.tensors()

@@ -34,6 +34,9 @@ def _opt(*names, help: str, panel: str, **kw):
 
 
 M, D, O = "Model", "Data", "Output"
+SINGLE_SPLIT_HELP = ("Read an ImageFolder without train/ and test/ subfolders (class folders directly inside) as "
+                     "the requested split; without it such a folder is refused, so that it never silently serves as "
+                     "both splits.")
 PARAMS = {
     "model": [
         ("checkpoint", Annotated[str | None, typer.Argument(
@@ -69,6 +72,7 @@ PARAMS = {
             "/usr/share/datasets/fashion-mnist)."))], None),
         ("split", Annotated[str, _opt("--split", panel=D, help="train or test (train is read without "
                                                                "augmentation).")], "test"),
+        ("single_split", Annotated[bool, _opt("--single-split", panel=D, help=SINGLE_SPLIT_HELP)], False),
         ("n", Annotated[int | None, _opt("--n", "--num-samples", panel=D, help=(
             "Audit a seeded random subset of N samples (under torchrun write --num-samples: torchrun "
             "reads --n as an abbreviation of its own options)."))],
@@ -123,7 +127,7 @@ class Ctx:
     def data_kwargs(self, split: str | None = None) -> dict:
         return dict(spec=self.opts["data"], split=split or self.opts["split"], n=self.opts.get("n"),
                     seed=self.opts["seed"], data_root=self.opts.get("data_root"),
-                    download=self.opts.get("download", False))
+                    download=self.opts.get("download", False), single_split=self.opts.get("single_split", False))
 
     def load_model(self, checkpoint: str | None = None):
         from ..loading import load_model

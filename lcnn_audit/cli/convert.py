@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import Ctx, command_options
+from .common import SINGLE_SPLIT_HELP, Ctx, command_options
 from .render import fmt
 
 C, D = "Conversion", "Data"
@@ -43,16 +43,17 @@ SeedOpt = Annotated[int, _opt("--seed", panel=D, help="Seed for the subset.")]
 BatchOpt = Annotated[int, _opt("--batch-size", panel=D, help="Samples per batch.", min=1)]
 DownloadOpt = Annotated[bool, _opt("--download", panel=D, help="Download a named dataset if missing.")]
 DeviceOpt = Annotated[str, _opt("--device", panel=D, help="auto, cpu, cuda or cuda:K.")]
+SingleSplitOpt = Annotated[bool, _opt("--single-split", panel=D, help=SINGLE_SPLIT_HELP)]
 ShapeOpt = Annotated[str | None, _opt("--input-shape", panel=D, help=(
     "Input size C,H,W without the batch dim (e.g. 3,32,32), when no --data is given."))]
 
 
-def load_cli_data(data, data_root, split, n, seed, download):
+def load_cli_data(data, data_root, split, n, seed, download, single_split=False):
     from ..data import load_data
 
     if data is None:
         return None
-    return load_data(data, split, n=n, seed=seed, data_root=data_root, download=download)
+    return load_data(data, split, n=n, seed=seed, data_root=data_root, download=download, single_split=single_split)
 
 
 @app.command()
@@ -69,6 +70,7 @@ def convert(
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 128,
     download: DownloadOpt = False,
+    single_split: SingleSplitOpt = False,
     device: DeviceOpt = "auto",
     activations: Annotated[bool, _opt("--activations/--no-activations", panel=C, help=(
         "Replace activations (modules and functional calls) by centered softplus (LCNN eq. 4)."))] = True,
@@ -113,7 +115,7 @@ def convert(
     opts.validate()
     shape = parse_input_shape(input_shape)
     ctx.opts.update(device=device, data=data)
-    data_obj = load_cli_data(data, data_root, split, n, seed, download)
+    data_obj = load_cli_data(data, data_root, split, n, seed, download, single_split)
     model = ctx.load_model()
     with ctx.progress("convert") as bar:
         _, result = convert_checkpoint(model, opts, output=output, input_shape=shape, data=data_obj,
