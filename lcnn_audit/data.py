@@ -261,9 +261,11 @@ def _pil_loader(path: str):
 
 def _read_image(ds, i: int) -> torch.Tensor:
     """Image ``i`` of an ImageFolder; a file that cannot be decoded is a :class:`DataError` naming it."""
+    from PIL import Image
+
     try:
         return ds[i][0]
-    except (OSError, ValueError, SyntaxError) as err:  # what PIL raises on damaged image data
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL on damaged data
         raise DataError(f"cannot decode image {ds.samples[i][0]}: {err}; replace or remove the file") from None
 
 
@@ -298,7 +300,7 @@ def _check_images(ds, positions: torch.Tensor, image_size) -> None:
         try:
             with Image.open(file) as img:
                 key = (img.size, 1 if img.mode in ("L", "1", "I", "I;16") else 3)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise DataError(f"cannot read image {file}: {err}; replace or remove the file") from None
         if first is None:
             first = (file, key)

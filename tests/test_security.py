@@ -158,3 +158,43 @@ def test_torchscript_needs_trust_because_its_code_can_write_files(tmp_path):
         model = load_model(tmp_path / "ts.pt", trust_checkpoint=True)
     model(torch.rand(1, 1, 28, 28))
     assert marker.exists()
+
+
+class _Payload:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_data_files_never_unpickle(tmp_path):
+    """.pt data is read with weights_only=True and .npz with allow_pickle=False."""
+    import numpy as np
+
+    from lcnn_audit import load_data
+    from lcnn_audit.errors import DataError
+
+    marker = tmp_path / "PWNED"
+    torch.save({"x": torch.rand(2, 1, 8, 8), "y": torch.zeros(2, dtype=torch.long), "p": _Payload(str(marker))},
+               tmp_path / "d.pt")
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 1, 8, 8), np.float32), y=np.array([_Payload(str(marker))] * 2))
+    for name in ("d.pt", "d.npz"):
+        with pytest.raises(DataError, match="cannot read tensor file"):
+            load_data(str(tmp_path / name))
+        res = invoke("info", "demo", "--data", tmp_path / name)
+        assert res.exit_code == 2 and "error:" in res.output
+    assert not marker.exists()
+
+
+def test_image_decompression_bomb_is_refused(tmp_path):
+    from PIL import Image
+
+    from lcnn_audit import load_data
+    from lcnn_audit.errors import DataError
+
+    (tmp_path / "imgs" / "test" / "c0").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(tmp_path / "imgs" / "test" / "c0" / "ok.png")
+    Image.new("1", (20000, 20000)).save(tmp_path / "imgs" / "test" / "c0" / "bomb.png")  # a few kB, 4e8 pixels
+    with pytest.raises(DataError, match="bomb.png"):
+        load_data(str(tmp_path / "imgs"))
