@@ -285,8 +285,9 @@ def _split_folder(path: Path, split: str, single_split: bool) -> Path:
     if found:
         raise DataError(f"ImageFolder {path} has {'/, '.join(found)}/ but no {' or '.join(n + '/' for n in names)} "
                         f"folder for the {split} split")
-    raise DataError(f"ImageFolder {path} has no train/ and test/ (or val/) subfolders; pass --single-split to read its "
-                    f"class folders as the {split} split (a flat folder then serves as one split only)")
+    raise DataError(f"ImageFolder {path} has no train/ and test/ (or val/) subfolders; pass --single-split "
+                    f"(single_split: true in a gate policy) to read its class folders as the {split} split (a flat "
+                    "folder then serves as one split only)")
 
 
 def _check_images(ds, positions: torch.Tensor, image_size) -> None:

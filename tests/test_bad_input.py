@@ -473,3 +473,18 @@ def test_image_truncated_after_its_header_names_the_file(tmp_path):
     data = load_data(str(tmp_path / "t"))
     with pytest.raises(DataError, match="cannot decode image .*big.png"):
         data.tensors()
+
+
+def test_gate_policy_flat_folder_needs_single_split_and_a_train_path(tmp_path):
+    _images(tmp_path / "flat", sizes=((28, 28),) * 4)
+    base = ("model: {checkpoint: demo, device: cpu}\ndata: {path: flat%s}\naudits:\n"
+            "  curvature: {max_iter: 3, fro_probes: 0, jacobian: 'off'}\n%s"
+            "checks:\n  - {name: c, metric: curvature.curvature.mean, max: 1000}\n")
+    pol = tmp_path / "p.yaml"
+    pol.write_text(base % ("", ""))
+    one_line_error(invoke("gate", pol), "single_split: true in a gate policy")
+    pol.write_text(base % (", single_split: true", "  discrepancy: {curvature: {max_iter: 3, fro_probes: 0}}\n"))
+    one_line_error(invoke("gate", pol), "set audits.discrepancy.train_path")
+    pol.write_text(base % (", single_split: true", ""))
+    res = invoke("gate", pol)
+    assert res.exit_code == 0, res.output
