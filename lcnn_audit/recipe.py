@@ -143,6 +143,14 @@ def _option_problem(name: str, value) -> str | None:
     return None  # unknown keys are ignored by ConvertOptions.from_dict
 
 
+def reload_hint(arch: str, path) -> str | None:
+    """A notice for a saved model whose recipe names a user factory (it will need ``--arch``)."""
+    if ":" not in str(arch):
+        return None
+    return (f"{path} records architecture {arch}, your own factory: a recipe may not name code, so load it with "
+            f"--arch {arch} (see docs/security.md)")
+
+
 def check_recipe_arch(arch: str, where: str, trust_checkpoint: bool) -> None:
     """Refuse a recipe ``arch`` that would import user code, unless ``trust_checkpoint``."""
     if trust_checkpoint or ":" not in arch:

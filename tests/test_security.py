@@ -198,3 +198,17 @@ def test_image_decompression_bomb_is_refused(tmp_path):
     Image.new("1", (20000, 20000)).save(tmp_path / "imgs" / "test" / "c0" / "bomb.png")  # a few kB, 4e8 pixels
     with pytest.raises(DataError, match="bomb.png"):
         load_data(str(tmp_path / "imgs"))
+
+
+def test_convert_output_of_a_user_factory_says_it_needs_arch(tmp_path):
+    """convert/finetune outputs of a user architecture carry its name; reloading needs --arch."""
+    _, net = user_net()
+    save_file(net.state_dict(), tmp_path / "w.safetensors")
+    out = tmp_path / "lcnn.safetensors"
+    res = invoke("convert", tmp_path / "w.safetensors", "--arch", ARCH, "--input-shape", "1,8,8", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert "load it with --arch" in " ".join(res.output.split())
+    res = invoke("bound", out)
+    assert res.exit_code == 2 and "pass --arch" in " ".join(res.output.split()), res.output
+    res = invoke("bound", out, "--arch", ARCH)
+    assert res.exit_code == 0, res.output

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..recipe import reload_hint
 from . import app
 from .common import SINGLE_SPLIT_HELP, Ctx, command_options
 from .render import fmt
@@ -122,6 +123,9 @@ def convert(
                                        batch_size=batch_size, progress=bar,
                                        config={"checkpoint": ctx.checkpoint_path})
     render_convert(ctx, result)
+    hint = reload_hint(model.recipe.get("arch", ""), output)
+    if hint:
+        ctx.notice(hint)
     ctx.finish(result)
 
 

@@ -161,6 +161,11 @@ def finetune(
                           "--resume to continue")
         raise typer.Exit(130)
     console.print(f"wrote {out}")
+    from ..recipe import reload_hint
+
+    hint = reload_hint(model.recipe.get("arch", ""), out)
+    if hint:
+        ctx.notice(hint)
 
 
 def epoch_line(rec: dict, epochs: int) -> str:
