@@ -248,7 +248,7 @@ def test_rebuild_refuses_a_changed_architecture():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 2))
     _, report = convert_model(net, ConvertOptions(), input_shape=(1, 6, 6))
     other = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 2))
-    with pytest.raises(CheckpointError, match="changed since conversion"):
+    with pytest.raises(CheckpointError, match="differ from those converted"):
         rebuild_converted(other, report.recipe)
     with pytest.raises(CheckpointError, match="recipe version"):
         rebuild_converted(net, {**report.recipe, "version": 99})
