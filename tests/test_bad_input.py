@@ -488,3 +488,25 @@ def test_gate_policy_flat_folder_needs_single_split_and_a_train_path(tmp_path):
     pol.write_text(base % (", single_split: true", ""))
     res = invoke("gate", pol)
     assert res.exit_code == 0, res.output
+
+
+def test_gradients_non_finite_only_off_the_data_are_errors_too(tmp_path):
+    """NaN only away from the clean inputs: at CURE's finite-difference step, or under noise."""
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class M(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(64, 10)\n"
+        "    def forward(self, x):\n"
+        "        z = x.flatten(1)\n"
+        "        far = (z - 0.5).abs().amax(1, keepdim=True) > 0.45\n"
+        "        nan = torch.full_like(z[:, :10], float('nan'))\n"
+        "        return self.fc(torch.tanh(z)) + torch.where(far, nan, 0 * z[:, :10])\n"
+        "def make():\n    return M()\n")
+    torch.manual_seed(0)
+    save_file({"fc.weight": torch.randn(10, 64) * 0.1, "fc.bias": torch.zeros(10)}, tmp_path / "w.safetensors")
+    torch.save({"x": torch.full((2, 1, 8, 8), 0.5), "y": torch.zeros(2, dtype=torch.long)}, tmp_path / "d.pt")
+    common = [tmp_path / "w.safetensors", "--arch", f"{tmp_path / 'm.py'}:make", "--data", tmp_path / "d.pt"]
+    one_line_error(invoke("curvature", *common, "--fd-h", "5", "--max-iter", "3"),
+                   "at the finite-difference step h=5.0 are NaN or infinite")
+    one_line_error(invoke("grad-robustness", *common, "--radii", "0.01,10", "--draws", "1"),
+                   "under the noise are NaN or infinite")

@@ -179,6 +179,7 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     out["hessian_fro"] = fro.double()
     if opts.fd_h is not None:
         out["fd_curvature"] = _finite_difference(objective, x, g, opts.fd_h)
+        require_finite(out["fd_curvature"], f"input gradients at the finite-difference step h={opts.fd_h}", index)
     out["converged"] = res.converged
     out["iterations"] = res.iterations
     out["label"] = labels if opts.label == "pred" else y

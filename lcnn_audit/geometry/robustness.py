@@ -26,7 +26,7 @@ from .. import rng
 from ..data import ImageData
 from ..errors import UsageError
 from ..independence import check_batch_independence
-from ..loading import check_model_data
+from ..loading import check_model_data, require_finite
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, run_batches
 from .audit import curvature_audit, model_device
@@ -143,6 +143,7 @@ def grad_robustness(
             geo, _ = compute_geometry(prep.model, x, y, idx, copts)
             objective = make_objective(prep.model, geo["label"].to(device), copts.target)
             rel, rel_max, dloss, g0 = gradient_changes(objective, x, idx, opts, copts.seed)
+            require_finite(rel, "input gradients under the noise", batch.index)
             r = torch.tensor(opts.radii, dtype=torch.float64, device=device)
             c, gn = geo["curvature"].to(device), geo["grad_norm"].to(device)
             out = {"index": batch.index, "label": batch.y, "grad_norm": gn, "hessian_norm": geo["hessian_norm"],
