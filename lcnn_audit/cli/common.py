@@ -50,8 +50,9 @@ PARAMS = {
         ("arch_kwargs", Annotated[str | None, _opt("--arch-kwargs", panel=M,
                                                       help="Factory keyword arguments, e.g. num_classes=100.")], None),
         ("trust_checkpoint", Annotated[bool, _opt("--trust-checkpoint", panel=M, help=(
-            "Allow unpickling a checkpoint that needs code (a whole pickled nn.Module). Unpickling runs "
-            "arbitrary code: only for checkpoints from a source you trust."))], False),
+            "Allow checkpoints that run code: a whole pickled nn.Module, TorchScript, a torch.export .pt2, and "
+            "a safetensors recipe naming a file.py:factory or module:factory. Only for files from a source you "
+            "trust (docs/security.md)."))], False),
         ("normalize", Annotated[str | None, _opt("--normalize", panel=M, help=(
             "Normalisation inside the model: none, dataset (the dataset's documented mean/std), a dataset "
             "name, or MEAN,STD numbers (m1,..,mC,s1,..,sC). Default: the checkpoint's recipe, else none."))],
