@@ -158,4 +158,5 @@ def check_recipe_arch(arch: str, where: str, trust_checkpoint: bool) -> None:
     raise CheckpointError(
         f"checkpoint {where} has an embedded recipe naming architecture {arch!r}, a factory outside lcnn-audit "
         f"and torchvision; it was not imported, since importing and calling it would run code from the file's "
-        f"metadata. If you trust that code, pass --arch {arch} explicitly (or --trust-checkpoint)")
+        f"metadata. If you trust that code, pass --arch {arch} explicitly (or --trust-checkpoint; in a gate "
+        "policy model.arch or model.trust_checkpoint)")
