@@ -251,6 +251,7 @@ def test_nan_logits_are_an_error_not_accuracy_zero(tmp_path):
                 ["grad-robustness", path, "--n", "2", "--draws", "1"], ["info", path, "--n", "2"]):
         text = one_line_error(invoke(*cmd), "logits are NaN or infinite")
         assert "clean accuracy" not in text and "checks passed" not in text
+    one_line_error(invoke("bound", path, "--input-shape", "1,28,28"), "weights hold NaN or infinite values (3.weight)")
 
 
 def test_nan_logits_for_some_samples_name_them(nan_setup):
