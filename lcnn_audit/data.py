@@ -75,7 +75,7 @@ class ImageData:
     def input_shape(self) -> tuple[int, ...]:
         if self.x is not None:
             return tuple(self.x.shape[1:])
-        return tuple(self.lazy[0][0].shape)
+        return tuple(_read_image(self.lazy, int(self.indices[0])).shape)
 
     @property
     def default_normalization(self):
