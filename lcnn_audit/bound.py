@@ -321,6 +321,12 @@ def curvature_bound(model: nn.Module, input_shape=None, *, lambda_beta: float = 
         raise UsageError("tol must lie in (0, 1) and max_iter be >= 1")
     net, normalize, output_key, recipe = _model_parts(model)
     shape = _input_shape(model, recipe, input_shape)
+    bad = [n for n, p in net.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    bad += [n for n, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.running_var is not None and not bool(torch.isfinite(m.running_var).all())]
+    if bad:
+        raise ModelError(f"the model's weights hold NaN or infinite values ({', '.join(bad[:4])}"
+                         f"{', ...' if len(bad) > 4 else ''}), so no bound can be computed; check the checkpoint")
     ref = next((t for t in list(net.parameters()) + list(net.buffers()) if t.is_floating_point()), None)
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None else torch.float32

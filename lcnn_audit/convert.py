@@ -484,20 +484,33 @@ def rebuild_converted(net: nn.Module, convert_recipe: dict) -> nn.Module:
         got = [s["name"] for s in swap.swapped]
         if got != recorded:
             raise CheckpointError(f"the architecture's activations ({len(got)}) differ from those recorded at "
-                                  f"conversion ({len(recorded)}); the architecture code changed since conversion")
+                                  f"conversion ({len(recorded)}){_MISFIT}")
+    name = ""
     try:
         for name in convert_recipe.get("batchnorm", []):
             bn = net.get_submodule(name)
+            if type(bn) not in BN_TYPES:
+                raise CheckpointError(f"the recorded batch norm {name!r} is a {type(bn).__name__}{_MISFIT}")
             _set_submodule(net, name, BN_TYPES[type(bn)].from_batchnorm(bn))
         for name, shape in convert_recipe.get("conv", {}).items():
-            spectral_norm_conv(net.get_submodule(name), tuple(shape), n_power_iterations=opts.n_power_iterations,
-                               converge=False)
+            conv = net.get_submodule(name)
+            if not isinstance(conv, CONVS) or len(shape) != conv.weight.ndim - 1:
+                raise CheckpointError(f"the recorded conv {name!r} ({type(conv).__name__}, input shape {shape}) "
+                                      f"is not a convolution of that input{_MISFIT}")
+            spectral_norm_conv(conv, tuple(shape), n_power_iterations=opts.n_power_iterations, converge=False)
         for name in convert_recipe.get("linear", []):
-            spectral_norm_linear(net.get_submodule(name), n_power_iterations=opts.n_power_iterations, converge=False)
-    except (AttributeError, KeyError, UsageError) as err:
-        raise CheckpointError(f"cannot rebuild the converted model: {err}; the architecture code changed since "
-                              "conversion") from None
+            lin = net.get_submodule(name)
+            if not isinstance(lin, nn.Linear):
+                raise CheckpointError(f"the recorded linear layer {name!r} is a {type(lin).__name__}{_MISFIT}")
+            spectral_norm_linear(lin, n_power_iterations=opts.n_power_iterations, converge=False)
+    except (AttributeError, KeyError, UsageError, RuntimeError, ValueError) as err:
+        msg = (str(err).splitlines() or [""])[0][:200]
+        raise CheckpointError(f"cannot rebuild the converted model at module {name!r}: {msg}{_MISFIT}") from None
     return net
+
+
+_MISFIT = ("; the recipe's conversion record does not fit its architecture: the recipe is damaged, or the "
+           "architecture or its arch_kwargs differ from those converted (re-convert the original model)")
 
 
 # --------------------------------------------------------------------------- the convert command
@@ -505,6 +518,7 @@ def rebuild_converted(net: nn.Module, convert_recipe: dict) -> nn.Module:
 
 def predict(model: nn.Module, data, batch_size: int = 128, progress=None) -> dict[str, list]:
     """Per-sample ``index``, ``label``, ``pred`` of ``model`` (eval mode, no grad) on ``data``."""
+    from .loading import require_finite  # noqa: PLC0415
     from .runner import run_batches  # noqa: PLC0415
 
     dev = next((t.device for t in list(model.parameters()) + list(model.buffers())), torch.device("cpu"))
@@ -513,7 +527,9 @@ def predict(model: nn.Module, data, batch_size: int = 128, progress=None) -> dic
 
     def compute(batch):
         with torch.no_grad():
-            pred = model(batch.x.to(dev)).argmax(1).cpu()
+            logits = model(batch.x.to(dev))
+        require_finite(logits, "logits", batch.index)
+        pred = logits.argmax(1).cpu()
         return {"index": batch.index, "label": batch.y, "pred": pred}
 
     try:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .rng import check_seed
 
 #: Documented per-channel (mean, std) of each dataset, for ``--normalize dataset``.
 DATASET_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -74,7 +75,7 @@ class ImageData:
     def input_shape(self) -> tuple[int, ...]:
         if self.x is not None:
             return tuple(self.x.shape[1:])
-        return tuple(self.lazy[0][0].shape)
+        return tuple(_read_image(self.lazy, int(self.indices[0])).shape)
 
     @property
     def default_normalization(self):
@@ -91,7 +92,7 @@ class ImageData:
             x = self.x[idx]
             x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         else:
-            x = torch.stack([self.lazy[int(i)][0] for i in idx]).float()
+            x = torch.stack([_read_image(self.lazy, int(i)) for i in idx]).float()
         return Batch(x=x, y=self.y[idx].long(), index=idx.long())
 
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
@@ -106,6 +107,19 @@ class ImageData:
     def describe(self) -> dict:
         return {"data": self.name, "split": self.split, "n": len(self), "source": self.source,
                 "input_shape": list(self.input_shape)}
+
+    @property
+    def origin(self) -> str:
+        """What this split's samples are read from: ``name/split`` for a named dataset, else the
+        file or (split) folder itself, which a tensor file or flat ImageFolder shares between splits."""
+        if self.name.lower() in NUM_CLASSES:
+            return f"{self.name.lower()}/{self.split}"
+        return str(Path(self.source).resolve())
+
+
+def same_samples(a: ImageData, b: ImageData) -> bool:
+    """Whether two loaded splits read the same file or folder (and so the same images)."""
+    return a.origin == b.origin
 
 
 # --------------------------------------------------------------------------- readers
@@ -201,7 +215,11 @@ def _load_tensor_file(path: Path):
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure means an unreadable file
-        raise DataError(f"cannot read tensor file {path}: {type(err).__name__}: {str(err).splitlines()[0]}; "
+        if path.stat().st_size == 0:
+            raise DataError(f"data file {path} is empty (0 bytes); it must be a .pt (torch.save of a dict) or "
+                            ".npz with keys 'x' and 'y'") from None
+        msg = (str(err).splitlines() or [""])[0][:200]
+        raise DataError(f"cannot read tensor file {path}: {type(err).__name__}: {msg}; "
                         "it must be a .pt (torch.save of a dict) or .npz with keys 'x' and 'y'") from None
     if not isinstance(obj, dict) or "x" not in obj or "y" not in obj:
         keys = list(obj) if isinstance(obj, dict) else type(obj).__name__
@@ -211,6 +229,8 @@ def _load_tensor_file(path: Path):
         raise DataError(f"tensor file {path}: 'x' must have shape (N, C, H, W), got {tuple(x.shape)}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise DataError(f"tensor file {path}: 'y' must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if x.shape[0] == 0:
+        raise DataError(f"tensor file {path} holds no samples ('x' has shape {tuple(x.shape)}); it needs N >= 1")
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         if y.dtype.is_floating_point and torch.equal(y, y.round()):
             y = y.long()
@@ -239,14 +259,64 @@ def _pil_loader(path: str):
         return img.convert("L" if img.mode in ("L", "1", "I", "I;16") else "RGB")
 
 
-def _load_image_folder(path: Path, split: str, image_size: tuple[int, int] | None):
+def _read_image(ds, i: int) -> torch.Tensor:
+    """Image ``i`` of an ImageFolder; a file that cannot be decoded is a :class:`DataError` naming it."""
+    from PIL import Image
+
+    try:
+        return ds[i][0]
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL on damaged data
+        raise DataError(f"cannot decode image {ds.samples[i][0]}: {err}; replace or remove the file") from None
+
+
+def _split_folder(path: Path, split: str, single_split: bool) -> Path:
+    """The class-folder root of ``split`` in an ImageFolder: ``train/`` or ``test/`` (or ``val/``);
+    a flat folder of class folders only with ``single_split``."""
+    names = ("train",) if split == "train" else ("test", "val")
+    found = {n: path / n for n in ("train", "test", "val") if (path / n).is_dir()}
+    if single_split:
+        if found:
+            raise DataError(f"--single-split reads {path} itself as one split, but it has {'/, '.join(found)}/ "
+                            f"subfolders (they would become classes); drop --single-split, or pass the split folder")
+        return path
+    for n in names:
+        if n in found:
+            return found[n]
+    if found:
+        raise DataError(f"ImageFolder {path} has {'/, '.join(found)}/ but no {' or '.join(n + '/' for n in names)} "
+                        f"folder for the {split} split")
+    raise DataError(f"ImageFolder {path} has no train/ and test/ (or val/) subfolders; pass --single-split "
+                    f"(single_split: true in a gate policy) to read its class folders as the {split} split (a flat "
+                    "folder then serves as one split only)")
+
+
+def _check_images(ds, positions: torch.Tensor, image_size) -> None:
+    """Decode only the headers of the selected images (PIL reads them lazily): every file must
+    open and, unless ``image_size`` resizes them, all must share one size and channel count."""
+    from PIL import Image, UnidentifiedImageError
+
+    first = None
+    for i in positions.tolist():
+        file = ds.samples[i][0]
+        try:
+            with Image.open(file) as img:
+                key = (img.size, 1 if img.mode in ("L", "1", "I", "I;16") else 3)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise DataError(f"cannot read image {file}: {err}; replace or remove the file") from None
+        if first is None:
+            first = (file, key)
+        elif image_size is None and key != first[1]:
+            (w0, h0), c0 = first[1]
+            (w1, h1), c1 = key
+            raise DataError(f"ImageFolder images differ in size: {first[0]} is {w0}x{h0} with {c0} channel(s), "
+                            f"{file} is {w1}x{h1} with {c1}; batches need one size, so resize them to one size "
+                            "(or load_data(..., image_size=(H, W)) from Python)")
+
+
+def _load_image_folder(path: Path, split: str, image_size: tuple[int, int] | None, single_split: bool = False):
     from torchvision import datasets, transforms
 
-    root = path
-    for cand in ((split,) if split == "train" else ("test", "val")):
-        if (path / cand).is_dir():
-            root = path / cand
-            break
+    root = _split_folder(path, split, single_split)
     tf = [transforms.ToTensor()]
     if image_size:
         tf.insert(0, transforms.Resize(image_size))
@@ -266,6 +336,7 @@ def load_data(
     data_root: str | os.PathLike | None = None,
     download: bool = False,
     image_size: tuple[int, int] | None = None,
+    single_split: bool = False,
 ) -> ImageData:
     """Load a labelled image set in [0, 1].
 
@@ -274,9 +345,16 @@ def load_data(
     directory, or a ``.pt``/``.npz`` tensor file with keys ``x`` (N,C,H,W in [0,1]) and
     ``y``. ``n`` selects a subset seeded by ``seed`` (the same every time), kept in
     dataset order. The train split is read without augmentation.
+
+    An ImageFolder directory needs ``train/`` and ``test/`` (or ``val/``) subfolders of class
+    folders; a flat folder of class folders is read, as the requested split, only with
+    ``single_split=True``. The selected images' headers are checked up front (readable, one
+    size). A tensor file has no splits: it is whatever split is asked for (see
+    :func:`same_samples`).
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    check_seed(seed)
     name = spec.lower()
     lazy = None
     num_classes = NUM_CLASSES.get(name)
@@ -291,7 +369,7 @@ def load_data(
     else:
         path = Path(spec)
         if path.is_dir():
-            lazy, y, source, num_classes = _load_image_folder(path, split, image_size)
+            lazy, y, source, num_classes = _load_image_folder(path, split, image_size, single_split)
             x = None
             name = str(path)
         elif path.is_file() and path.suffix in (".pt", ".pth", ".npz"):
@@ -317,5 +395,7 @@ def load_data(
                             f"use --n {total} or fewer")
         gen = torch.Generator().manual_seed(seed)
         indices = torch.randperm(total, generator=gen)[:n].sort().values
+    if lazy is not None:
+        _check_images(lazy, indices, image_size)
     return ImageData(name=name, split=split, x=x, y=y, indices=indices, num_classes=num_classes,
                      source=source, lazy=lazy)

@@ -9,7 +9,12 @@ Forms accepted (``load_model``):
 * TorchScript archives and ``torch.export`` programs (``.pt2``), which need no arch;
 * a whole pickled ``nn.Module``, only with ``trust_checkpoint=True``; likewise ``.pt2``,
   because ``torch.export.load`` unpickles constants and some weights with
-  ``weights_only=False`` (checked in torch 2.15's pt2_archive loader).
+  ``weights_only=False`` (checked in torch 2.15's pt2_archive loader), and TorchScript,
+  whose code (``__setstate__`` at load, ``forward`` at every call) may use operators such
+  as ``aten::from_file(shared=True)`` that create and overwrite files.
+
+An embedded recipe is untrusted too: it may name only built-in and torchvision
+architectures (:mod:`lcnn_audit.recipe`); see ``docs/security.md``.
 
 Pickles are never unpickled by default: ``torch.load(weights_only=True)`` is used and a
 checkpoint that needs code is refused with a message naming ``--trust-checkpoint``.
@@ -17,10 +22,12 @@ checkpoint that needs code is refused with a message naming ``--trust-checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import pickle
 import sys
@@ -36,6 +43,7 @@ from torch import nn
 from .data import DATASET_NORMALIZATION
 from .errors import ArchitectureError, CheckpointError, DataError, ModelError, UsageError
 from .models import BUILTIN_ARCHS
+from .recipe import check_recipe_arch, parse_recipe, validate_recipe
 
 RECIPE_KEY = "lcnn_audit.recipe"
 STATE_KEYS = ("state_dict", "model", "net", "model_state_dict", "state_dict_ema")
@@ -179,6 +187,9 @@ def _import_factory(spec: str):
             module = importlib.import_module(target)
         except ImportError as err:
             raise ArchitectureError(f"cannot import module {target!r} for --arch {spec}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - importing user code can raise anything; named and chained
+            raise ArchitectureError(f"importing module {target!r} for --arch {spec} failed: "
+                                    f"{type(err).__name__}: {_first_line(err)}") from err
     if not hasattr(module, attr):
         names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
         hint = difflib.get_close_matches(attr, names, n=3)
@@ -211,6 +222,10 @@ def build_arch(arch: str, arch_kwargs: dict | None = None) -> nn.Module:
     return _call(factory, arch, kwargs)
 
 
+def _first_line(err: BaseException) -> str:
+    return ((str(err).splitlines() or [""])[0] or type(err).__name__)[:200]
+
+
 def _call(factory, arch, kwargs):
     try:
         model = factory(**kwargs)
@@ -218,6 +233,9 @@ def _call(factory, arch, kwargs):
         raise ArchitectureError(f"--arch {arch} rejected --arch-kwargs {kwargs}: {err}") from None
     except ValueError as err:
         raise ArchitectureError(f"--arch {arch} with {kwargs}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a user factory can raise anything; named and chained
+        raise ArchitectureError(f"the factory of --arch {arch} raised {type(err).__name__}: {_first_line(err)} "
+                                f"(called with {kwargs}); fix the factory or its --arch-kwargs") from err
     if not isinstance(model, nn.Module):
         raise ArchitectureError(f"--arch {arch} returned {type(model).__name__}, not an nn.Module")
     return model
@@ -264,6 +282,21 @@ def _wellformed_pickle(path: Path) -> bool:
     return bool(ops) and ops[-1][0].name == "STOP"
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """Mute loggers for a block: ``torch.export.load`` logs a whole traceback as a warning
+    before it raises, and the one-line error that follows says it all."""
+    loggers = [logging.getLogger(n) for n in names]
+    old = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        yield
+    finally:
+        for lg, was in zip(loggers, old, strict=True):
+            lg.disabled = was
+
+
 def _corrupt(path: Path, err: BaseException) -> CheckpointError:
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     return CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({msg[:160]})")
@@ -289,12 +322,7 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False, sta
                 sd = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise _corrupt(path, err) from None
-        recipe = {}
-        if RECIPE_KEY in meta:
-            try:
-                recipe = json.loads(meta[RECIPE_KEY])
-            except json.JSONDecodeError:
-                raise CheckpointError(f"checkpoint {path} has a corrupt {RECIPE_KEY} metadata entry") from None
+        recipe = parse_recipe(meta[RECIPE_KEY], str(path)) if RECIPE_KEY in meta else {}
         return RawCheckpoint("state_dict", state_dict=sd, recipe=recipe)
     if suffix == ".pt2":
         if not trust_checkpoint:
@@ -303,11 +331,18 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False, sta
                 "weights_only=False, which can run arbitrary code; pass --trust-checkpoint only if you trust its "
                 "source (or save the weights as safetensors and pass --arch)")
         try:
-            prog = torch.export.load(str(path))
+            with _quiet_loggers("torch.export", "torch._export"):
+                prog = torch.export.load(str(path))
         except Exception as err:  # noqa: BLE001 - export's loader raises many types
             raise _corrupt(path, err) from None
         return RawCheckpoint("export", module=prog.module())
     if _is_torchscript(path):
+        if not trust_checkpoint:
+            raise CheckpointError(
+                f"checkpoint {path} is a TorchScript archive: its code runs when it loads and in every forward "
+                "pass, and TorchScript operators can read and write files (torch.from_file); pass "
+                "--trust-checkpoint only if you trust its source (or save the weights as safetensors and pass "
+                "--arch)")
         try:
             return RawCheckpoint("torchscript", module=torch.jit.load(str(path), map_location=map_location))
         except RuntimeError as err:
@@ -341,6 +376,9 @@ def extract_state_dict(obj, path, state_key: str | None = None) -> dict[str, tor
         if state_key not in obj:
             raise CheckpointError(f"--state-key {state_key!r} not in checkpoint {path}; keys: {list(obj)[:10]}")
         obj = obj[state_key]
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"--state-key {state_key!r} selects a {type(obj).__name__} in checkpoint {path}, "
+                                  "not a dict of tensors; pass the key of the state dict")
     elif not all(isinstance(v, torch.Tensor) for v in obj.values()):
         for k in STATE_KEYS:
             if k in obj and isinstance(obj[k], Mapping):
@@ -492,15 +530,21 @@ def load_model(
         raw = read_checkpoint(path, trust_checkpoint=trust_checkpoint, state_key=state_key)
         kind = raw.kind
         if raw.kind == "state_dict":
-            recipe = dict(raw.recipe)
+            recipe = validate_recipe(dict(raw.recipe), str(path), arch=arch is None or raw.recipe.get("arch") == arch,
+                                     normalize=normalize is None)
             if arch is not None:
-                recipe = {"arch": arch, "arch_kwargs": arch_kwargs or {},
+                # --arch is the user's own choice (trusted); the recipe's kwargs still apply to the same arch
+                same = recipe.get("arch") == arch
+                recipe = {"arch": arch, "arch_kwargs": {**(recipe.get("arch_kwargs") or {} if same else {}),
+                                                        **(arch_kwargs or {})},
                           "normalize": recipe.get("normalize"), "convert": recipe.get("convert")}
             elif arch_kwargs and recipe:
-                recipe["arch_kwargs"] = {**recipe.get("arch_kwargs", {}), **arch_kwargs}
+                recipe["arch_kwargs"] = {**(recipe.get("arch_kwargs") or {}), **arch_kwargs}
             if not recipe.get("arch"):
                 raise CheckpointError(f"checkpoint {path} holds only weights; pass --arch (a torchvision name "
                                       "such as resnet18, path/to/file.py:factory or package.module:factory)")
+            if arch is None:
+                check_recipe_arch(recipe["arch"], str(path), trust_checkpoint)
             net = build_from_recipe(recipe)
             fit_state_dict(net, raw.state_dict, what=str(path))
         else:
@@ -558,11 +602,29 @@ def check_model_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         raise ModelError(f"model returned {_describe_output(out)} for a batch of {x.shape[0]}; expected (N, C) "
                          "logits (use --output-key to select them)")
+    require_finite(out, "logits")
     num_classes = int(out.shape[1])
     if y is not None and y.numel() and int(y.max()) >= num_classes:
         raise DataError(f"labels out of range: found label {int(y.max())} but the model has {num_classes} "
                          "classes; check --data and --arch-kwargs num_classes")
     return num_classes
+
+
+def require_finite(values: torch.Tensor, what: str, index: torch.Tensor | None = None) -> None:
+    """Raise :class:`ModelError` if any sample's ``values`` (dim 0 = samples) hold NaN or inf.
+
+    Non-finite logits or derivatives make every downstream number meaningless (NaN logits
+    read as "accuracy 0" and "robust accuracy 0"), so they are an error, never a number."""
+    bad = ~torch.isfinite(values.detach().reshape(values.shape[0], -1)).all(dim=1)
+    if not bool(bad.any()):
+        return
+    where = index.reshape(-1)[bad.to(index.device)] if index is not None else bad.nonzero().flatten()
+    ids = [int(i) for i in where[:5].tolist()]
+    listed = ", ".join(map(str, ids)) + (", ..." if int(bad.sum()) > len(ids) else "")
+    label = "sample index" if index is not None else "batch position"
+    raise ModelError(f"the model's {what} are NaN or infinite for {int(bad.sum())} of {values.shape[0]} sample(s) "
+                     f"({label} {listed}), so no audit number would mean anything; check the weights, "
+                     "--normalize and that inputs lie in [0, 1]")
 
 
 def save_model(net: nn.Module, path: str | os.PathLike, recipe: dict) -> Path:

@@ -15,7 +15,17 @@ import math
 
 import torch
 
+from .errors import UsageError
+
 _MASK32 = 0xFFFFFFFF
+SEED_RANGE = (-(2**63), 2**63 - 1)  # what torch generators and int64 tensors hold
+
+
+def check_seed(seed: int, what: str = "--seed") -> int:
+    """``seed`` if it fits a 64-bit signed integer, else a one-line :class:`UsageError`."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise UsageError(f"{what} must be an integer between {SEED_RANGE[0]} and {SEED_RANGE[1]}, got {seed}")
+    return seed
 
 
 def _mul32(h: torch.Tensor, c: int) -> torch.Tensor:

@@ -100,7 +100,9 @@ def test_image_folder(tmp_path):
         for i in range(3):
             img = Image.fromarray(np.random.randint(0, 256, (6, 6, 3), dtype=np.uint8))
             img.save(tmp_path / "imgs" / cls / f"{i}.png")
-    d = load_data(str(tmp_path / "imgs"))
+    with pytest.raises(DataError, match="no train/ and test/"):  # a flat folder must not serve as both splits
+        load_data(str(tmp_path / "imgs"))
+    d = load_data(str(tmp_path / "imgs"), single_split=True)
     x, y = d.tensors()
     assert x.shape == (6, 3, 6, 6) and y.tolist() == [0, 0, 0, 1, 1, 1] and d.num_classes == 2
 

@@ -81,7 +81,9 @@ def test_torchscript_and_export_need_no_arch(tmp_path):
     _, net = user_net()
     net.eval()
     torch.jit.save(torch.jit.trace(net, X), tmp_path / "ts.pt")
-    assert same_outputs(load_model(tmp_path / "ts.pt"), net)
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):  # TorchScript code can write files
+        load_model(tmp_path / "ts.pt")
+    assert same_outputs(load_model(tmp_path / "ts.pt", trust_checkpoint=True), net)
     prog = torch.export.export(net, (X,))
     torch.export.save(prog, tmp_path / "m.pt2")
     with pytest.raises(CheckpointError, match="--trust-checkpoint"):  # torch.export.load unpickles
@@ -89,7 +91,7 @@ def test_torchscript_and_export_need_no_arch(tmp_path):
     model = load_model(tmp_path / "m.pt2", trust_checkpoint=True)
     assert same_outputs(model, net)
     with pytest.raises(UsageError, match="drop --arch"):
-        load_model(tmp_path / "ts.pt", arch=ARCH)
+        load_model(tmp_path / "ts.pt", arch=ARCH, trust_checkpoint=True)
 
 
 def test_whole_module_pickle_needs_trust(tmp_path):
@@ -181,10 +183,12 @@ def test_weights_without_arch_are_refused(tmp_path):
 def test_recipe_roundtrip_and_normalisation(tmp_path):
     _, net = user_net()
     save_model(net, tmp_path / "r.safetensors", {"arch": ARCH, "arch_kwargs": {}, "normalize": [[0.5], [0.25]]})
-    model = load_model(tmp_path / "r.safetensors")
+    with pytest.raises(CheckpointError, match="pass --arch"):  # a recipe naming a file factory is not imported
+        load_model(tmp_path / "r.safetensors")
+    model = load_model(tmp_path / "r.safetensors", arch=ARCH)  # --arch vouches for it; normalisation kept
     with torch.no_grad():
         assert torch.allclose(model(X), net.eval()((X - 0.5) / 0.25), atol=1e-6)
-    plain = load_model(tmp_path / "r.safetensors", normalize="none")
+    plain = load_model(tmp_path / "r.safetensors", arch=ARCH, normalize="none")
     assert same_outputs(plain, net)
     assert parse_normalize("cifar10")[0] == [0.4914, 0.4822, 0.4465]
     assert parse_normalize("0.1,0.2,0.3,0.4") == [[0.1, 0.2], [0.3, 0.4]]

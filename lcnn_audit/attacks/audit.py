@@ -32,7 +32,8 @@ from torch import nn
 from ..data import ImageData
 from ..errors import CheckFailedError, ModelError
 from ..geometry.state import measurement_state
-from ..loading import check_model_data
+from ..independence import check_batch_independence
+from ..loading import check_model_data, require_finite
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, dist_info, run_batches
 from .adv_store import AdvStore, attack_codes_metadata
@@ -107,6 +108,8 @@ class _BatchAudit:
         idx = batch.index.to(self.device)
         with torch.no_grad():
             passes = [m(x) for _ in range(3)]
+        for p in passes:
+            require_finite(p, "logits", batch.index)
         pred = passes[0].argmax(dim=1)
         correct = pred == y
         unit = [p / (p.norm(dim=1, keepdim=True) + 1e-10) for p in passes]
@@ -114,6 +117,7 @@ class _BatchAudit:
         for p, u in zip(passes[1:], unit[1:], strict=True):
             nondet |= (p.argmax(dim=1) != pred) | ((u - unit[0]).norm(dim=1) > NONDETERMINISM_TOL)
         g, _, _ = input_gradient(m, x, y, "ce")
+        require_finite(g, "input gradients", batch.index)
         fields: dict = {"index": batch.index, "label": batch.y, "pred": pred, "correct": correct,
                         "grad_norm": flat_norm(g, "l2"), "zero_grad": g.flatten(1).abs().sum(dim=1) == 0,
                         "nondeterministic": nondet}
@@ -282,13 +286,14 @@ def attack_audit(
     t0 = time.perf_counter()
     with measurement_state(model) as prep:
         num_classes = check_model_data(prep.model, probe.x.to(device), probe.y.to(device))
+        random_note = check_batch_independence(prep.model, probe.x.to(device))
         compute = _BatchAudit(prep.model, opts, device, store, codes)
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
                           keep_state=keep_state, progress=progress)
     per_sample = _ordered(run.per_sample)
     summary = _summary(per_sample, opts)
     summary["num_classes"] = num_classes
-    summary["notices"] = list(prep.notices) + list(opts.notices)
+    summary["notices"] = list(prep.notices) + list(opts.notices) + ([random_note] if random_note else [])
     summary["checks"] = _checks_config(opts, data)
     summary["flags"], summary["flag_messages"] = compute_flags(per_sample, opts)
     if store is not None and run.complete and dist_info()[0] == 0:

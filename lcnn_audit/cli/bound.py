@@ -13,6 +13,7 @@ from .convert import (
     DeviceOpt,
     DownloadOpt,
     ShapeOpt,
+    SingleSplitOpt,
     SplitOpt,
     load_cli_data,
     parse_input_shape,
@@ -31,6 +32,7 @@ def bound(
     data_root: DataRootOpt = None,
     split: SplitOpt = "test",
     download: DownloadOpt = False,
+    single_split: SingleSplitOpt = False,
     device: DeviceOpt = "auto",
     lambda_beta: Annotated[float, typer.Option(help="λβ of the LCNN penalty (eq. 5).", rich_help_panel=B)] = 1e-4,
     lambda_gamma: Annotated[float, typer.Option(help="λγ of the LCNN penalty (eq. 5).", rich_help_panel=B)] = 1e-5,
@@ -48,7 +50,7 @@ def bound(
 
     shape = parse_input_shape(input_shape)
     ctx.opts.update(device=device, data=data)
-    data_obj = load_cli_data(data, data_root, split, 1, 0, download)
+    data_obj = load_cli_data(data, data_root, split, 1, 0, download, single_split)
     if shape is None and data_obj is not None:
         shape = tuple(data_obj.input_shape)
     model = ctx.load_model()

@@ -24,6 +24,7 @@ from rich.progress import (
 )
 
 from ..errors import LcnnAuditError, UsageError
+from ..rng import check_seed
 
 # markup off: paths, labels and messages print literally ([exp1] stays, [/x] cannot crash the
 # printer); the few styled words pass markup=True with the data escaped (see styled())
@@ -48,6 +49,9 @@ def _opt(*names, help: str, panel: str, **kw):
 
 
 M, D, O = "Model", "Data", "Output"
+SINGLE_SPLIT_HELP = ("Read an ImageFolder without train/ and test/ subfolders (class folders directly inside) as "
+                     "the requested split; without it such a folder is refused, so that it never silently serves as "
+                     "both splits.")
 PARAMS = {
     "model": [
         ("checkpoint", Annotated[str | None, typer.Argument(
@@ -61,8 +65,9 @@ PARAMS = {
         ("arch_kwargs", Annotated[str | None, _opt("--arch-kwargs", panel=M,
                                                       help="Factory keyword arguments, e.g. num_classes=100.")], None),
         ("trust_checkpoint", Annotated[bool, _opt("--trust-checkpoint", panel=M, help=(
-            "Allow unpickling a checkpoint that needs code (a whole pickled nn.Module). Unpickling runs "
-            "arbitrary code: only for checkpoints from a source you trust."))], False),
+            "Allow checkpoints that run code: a whole pickled nn.Module, TorchScript, a torch.export .pt2, and "
+            "a safetensors recipe naming a file.py:factory or module:factory. Only for files from a source you "
+            "trust (docs/security.md)."))], False),
         ("normalize", Annotated[str | None, _opt("--normalize", panel=M, help=(
             "Normalisation inside the model: none, dataset (the dataset's documented mean/std), a dataset "
             "name, or MEAN,STD numbers (m1,..,mC,s1,..,sC). Default: the checkpoint's recipe, else none."))],
@@ -83,6 +88,7 @@ PARAMS = {
             "/usr/share/datasets/fashion-mnist)."))], None),
         ("split", Annotated[str, _opt("--split", panel=D, help="train or test (train is read without "
                                                                "augmentation).")], "test"),
+        ("single_split", Annotated[bool, _opt("--single-split", panel=D, help=SINGLE_SPLIT_HELP)], False),
         ("n", Annotated[int | None, _opt("--n", "--num-samples", panel=D, help=(
             "Audit a seeded random subset of N samples (under torchrun write --num-samples: torchrun "
             "reads --n as an abbreviation of its own options)."))],
@@ -137,7 +143,7 @@ class Ctx:
     def data_kwargs(self, split: str | None = None) -> dict:
         return dict(spec=self.opts["data"], split=split or self.opts["split"], n=self.opts.get("n"),
                     seed=self.opts["seed"], data_root=self.opts.get("data_root"),
-                    download=self.opts.get("download", False))
+                    download=self.opts.get("download", False), single_split=self.opts.get("single_split", False))
 
     def load_model(self, checkpoint: str | None = None):
         from ..loading import load_model
@@ -285,6 +291,8 @@ def command_options(*groups: str):
                 check_float_options(kwargs)
                 if "output" in groups:
                     ctx.check_outputs()  # the command checks its own outputs with these again
+                if "seed" in ctx.opts:
+                    check_seed(ctx.opts["seed"])
                 return fn(ctx=ctx, **kwargs)
             except LcnnAuditError as err:
                 fail(err)

@@ -6,8 +6,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..recipe import reload_hint
 from . import app
-from .common import Ctx, command_options
+from .common import SINGLE_SPLIT_HELP, Ctx, command_options
 from .render import fmt
 
 C, D = "Conversion", "Data"
@@ -43,6 +44,7 @@ SeedOpt = Annotated[int, _opt("--seed", panel=D, help="Seed for the subset.")]
 BatchOpt = Annotated[int, _opt("--batch-size", panel=D, help="Samples per batch.", min=1)]
 DownloadOpt = Annotated[bool, _opt("--download", panel=D, help="Download a named dataset if missing.")]
 DeviceOpt = Annotated[str, _opt("--device", panel=D, help="auto, cpu, cuda or cuda:K.")]
+SingleSplitOpt = Annotated[bool, _opt("--single-split", panel=D, help=SINGLE_SPLIT_HELP)]
 ShapeOpt = Annotated[str | None, _opt("--input-shape", panel=D, help=(
     "Input size C,H,W without the batch dim (e.g. 3,32,32), when no --data is given."))]
 
@@ -57,12 +59,12 @@ def check_model_path(path: Path, option: str) -> None:
                          f"{path.with_suffix('.safetensors').name}")
 
 
-def load_cli_data(data, data_root, split, n, seed, download):
+def load_cli_data(data, data_root, split, n, seed, download, single_split=False):
     from ..data import load_data
 
     if data is None:
         return None
-    return load_data(data, split, n=n, seed=seed, data_root=data_root, download=download)
+    return load_data(data, split, n=n, seed=seed, data_root=data_root, download=download, single_split=single_split)
 
 
 @app.command()
@@ -79,6 +81,7 @@ def convert(
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 128,
     download: DownloadOpt = False,
+    single_split: SingleSplitOpt = False,
     device: DeviceOpt = "auto",
     activations: Annotated[bool, _opt("--activations/--no-activations", panel=C, help=(
         "Replace activations (modules and functional calls) by centered softplus (LCNN eq. 4)."))] = True,
@@ -125,13 +128,16 @@ def convert(
     ctx.opts.update(device=device, data=data)
     check_model_path(output, "--output")
     ctx.check_outputs({"--output": output})
-    data_obj = load_cli_data(data, data_root, split, n, seed, download)
+    data_obj = load_cli_data(data, data_root, split, n, seed, download, single_split)
     model = ctx.load_model()
     with ctx.progress("convert") as bar:
         _, result = convert_checkpoint(model, opts, output=output, input_shape=shape, data=data_obj,
                                        batch_size=batch_size, progress=bar,
                                        config={"checkpoint": ctx.checkpoint_path})
     render_convert(ctx, result)
+    hint = reload_hint(model.recipe.get("arch", ""), output)
+    if hint:
+        ctx.notice(hint)
     ctx.finish(result)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import Ctx, command_options, console, err_console, parse_float_list, styled
+from .common import SINGLE_SPLIT_HELP, Ctx, command_options, console, err_console, parse_float_list, styled
 from .render import fmt
 
 T, P, A, D, R = "Training", "Penalties", "Adversarial training", "Data", "Run"
@@ -39,10 +39,12 @@ def finetune(
                                                       "use its test split): demo, fashion-mnist, cifar10, ... or a "
                                                       ".pt/.npz file.")] = "demo",
     test_data_spec: Annotated[str | None, _opt("--test-data", panel=D, help="Evaluate on this data instead of "
-                                                                          "--data's test split (a tensor file has no "
-                                                                          "splits: it would serve as both).")] = None,
+                                                                          "--data's test split; needed when --data "
+                                                                          "has no splits (a tensor file, or a "
+                                                                          "--single-split folder).")] = None,
     data_root: Annotated[Path | None, _opt("--data-root", panel=D, help="Where named datasets live.")] = None,
     download: Annotated[bool, _opt("--download", panel=D, help="Download a named dataset if missing.")] = False,
+    single_split: Annotated[bool, _opt("--single-split", panel=D, help=SINGLE_SPLIT_HELP)] = False,
     n: Annotated[int | None, _opt("--n", panel=D, help="Train on a seeded subset of N training samples.")] = None,
     eval_n: Annotated[int | None, _opt("--eval-n", panel=D, help="Test accuracy on a seeded subset of N test "
                                                                  "samples (default: all).")] = None,
@@ -123,10 +125,18 @@ def finetune(
         curvature_n=curvature_n, eval_n=eval_n, seed=seed)
     config.validate()
     ctx.opts.update(data=data, device=device, quiet=quiet)
-    from ..data import load_data
+    from ..data import load_data, same_samples
 
-    train_data = load_data(data, "train", n=n, seed=seed, data_root=data_root, download=download)
-    test_data = load_data(test_data_spec or data, "test", data_root=data_root, download=download)
+    train_data = load_data(data, "train", n=n, seed=seed, data_root=data_root, download=download,
+                           single_split=single_split)
+    test_data = load_data(test_data_spec or data, "test", data_root=data_root, download=download,
+                          single_split=single_split)
+    if test_data_spec is None and same_samples(train_data, test_data):
+        raise UsageError(f"--data {data} has no separate train and test splits (both read {train_data.source}), "
+                         "so test accuracy would be measured on the training images; pass --test-data (the same "
+                         "path again if that is really what you want)")
+    ctx.print(f"train split: {train_data.source} ({len(train_data)} samples); test split: {test_data.source} "
+              f"({len(test_data)} samples)", markup=False)
     if from_scratch:
         from ..loading import parse_kwargs
 
@@ -158,6 +168,11 @@ def finetune(
                                  "--resume to continue", run_dir), markup=True)
         raise typer.Exit(130)
     console.print(f"wrote {out}")
+    from ..recipe import reload_hint
+
+    hint = reload_hint(model.recipe.get("arch", ""), out)
+    if hint:
+        ctx.notice(hint)
 
 
 def epoch_line(rec: dict, epochs: int) -> str:

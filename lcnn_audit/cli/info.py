@@ -10,6 +10,8 @@ def info(ctx: Ctx) -> None:
     """Load a model and data as every command would, and describe them (a dry run)."""
     import torch
 
+    from ..errors import ModelError
+    from ..independence import check_batch_independence
     from ..loading import check_model_data
 
     model = ctx.load_model()
@@ -17,10 +19,18 @@ def info(ctx: Ctx) -> None:
     first = data.get(torch.arange(min(len(data), 8)))
     dev = next(model.parameters(), torch.empty(0)).device
     classes = check_model_data(model, first.x.to(dev), data.labels)
+    try:
+        random_note = check_batch_independence(model, first.x[:2].to(dev))
+    except ModelError as err:  # info describes; the audits refuse such a model
+        random_note = f"{err}; curvature, grad-robustness, discrepancy and attack refuse it"
     n_params = sum(p.numel() for p in model.parameters())
     ctx.print(f"model: {ctx.checkpoint_path} ({model.recipe.get('kind')}, {n_params:,} parameters, "
               f"{classes} classes, arch {model.recipe.get('arch', 'embedded')})")
     ctx.print(f"normalisation: {model.recipe.get('normalize') or 'none'}")
+    if random_note:
+        ctx.notice(random_note)
+    else:
+        ctx.print("batch independence: checked (a sample's logits do not depend on the rest of its batch)")
     d = data.describe()
     ctx.print(f"data: {d['data']} [{d['split']}] {d['n']} samples of shape {tuple(d['input_shape'])} "
               f"from {d['source']}")

@@ -98,7 +98,8 @@ def discrepancy(
 ) -> None:
     """Train-test discrepancy Δtt g = |g(test) − g(train)|/g(test) of the mean gradient norm,
     Hessian norm and curvature (LCNN Table 3). The train split is read without augmentation."""
-    from ..data import load_data
+    from ..data import load_data, same_samples
+    from ..errors import UsageError
     from ..geometry.robustness import discrepancy as run
 
     opts = curvature_options(ctx, target=target, smooth_relu=smooth_relu)
@@ -106,6 +107,12 @@ def discrepancy(
     model = ctx.load_model()
     test = ctx.load_data("test")
     train = load_data(**{**ctx.data_kwargs("train"), **({"spec": train_data} if train_data else {})})
+    if train_data is None and same_samples(train, test):
+        raise UsageError(f"--data {ctx.data} has no separate train and test splits (both read {test.source}), so "
+                         "every discrepancy would be 0; pass --train-data (the same path again if that is really "
+                         "what you want)")
+    ctx.print(f"train split: {train.source} ({len(train)} samples); test split: {test.source} ({len(test)} "
+              "samples)", markup=False)
     with ctx.progress("discrepancy") as bar:
         result = run(model, train, test, opts, batch_size=ctx.batch_size, progress=bar,
                      config={"checkpoint": ctx.checkpoint_path, "model": model.recipe}, **ctx.run_kwargs)

@@ -53,6 +53,7 @@ class DataSpec:
     root: str | None = None
     download: bool = False
     batch_size: int = 128
+    single_split: bool = False  # an ImageFolder without train/ and test/ subfolders (see load_data)
 
     @property
     def spec(self) -> str:
@@ -62,7 +63,7 @@ class DataSpec:
         from ..data import load_data
 
         return load_data(spec or self.spec, split or self.split, n=self.n, seed=self.seed, data_root=self.root,
-                         download=self.download)
+                         download=self.download, single_split=self.single_split)
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,14 @@ def _run_grad_robustness(model, data, opts, spec, bar, config):
 
 
 def _run_discrepancy(model, data, opts, spec, bar, config):
+    from ..data import same_samples
     from ..geometry.robustness import discrepancy
 
     test = data if spec.split == "test" else spec.load("test")
     train = spec.load("train", spec=opts.train_path)
+    if opts.train_path is None and same_samples(train, test):
+        raise UsageError(f"audits.discrepancy: data {spec.spec} has no separate train and test splits (both read "
+                         f"{test.source}), so every discrepancy would be 0; set audits.discrepancy.train_path")
     return discrepancy(model, train, test, opts.curvature, batch_size=spec.batch_size, progress=bar, config=config)
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..data import ImageData
+from ..independence import check_batch_independence
 from ..loading import check_model_data
 from ..results import AuditResult, environment, summarize_fields
 from ..runner import Progress, run_batches
@@ -53,6 +54,9 @@ def curvature_audit(
     with measurement_state(model, opts.dtype, opts.smooth_relu) as prep:
         num_classes = check_model_data(prep.model, probe.x.to(device, prep.dtype), data.labels)
         notices = list(prep.notices)
+        random_note = check_batch_independence(prep.model, probe.x.to(device, prep.dtype))
+        if random_note:
+            notices.append(random_note)
         if opts.smooth_relu is None and has_relu(prep.model):
             notices.append("the model uses ReLU: its input Hessian is only the softmax part JᵀAJ (ReLU has no "
                            "second derivative); pass --smooth-relu 1000 to measure the softplus surrogate "

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ModelError
+
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -36,6 +38,19 @@ class SpectralResult:
     iterations: torch.Tensor  # (B,) int: matvecs used by the sample
     fro_sq_captured: torch.Tensor  # (B,) ‖T‖_F² + 2β² : the part of ‖H‖_F² the Krylov basis captures
     basis: torch.Tensor | None = None  # (B, m, d) orthonormal rows (zero rows beyond each sample's size)
+
+
+def _require_finite(w: torch.Tensor, active: torch.Tensor | None = None) -> None:
+    """A NaN/inf product (a model whose second derivative is not finite) would reach ``eigh``
+    as a LinAlgError or a silent NaN: make it one clear error naming the batch positions."""
+    bad = ~torch.isfinite(w).all(dim=1)
+    if active is not None:
+        bad &= active
+    if bool(bad.any()):
+        pos = ", ".join(str(int(i)) for i in bad.nonzero().flatten()[:5].tolist())
+        raise ModelError(f"the model's Hessian-vector products are NaN or infinite for {int(bad.sum())} sample(s) "
+                         f"(batch position {pos}): its second derivative is not finite there, so no curvature "
+                         "can be measured; check the model for operations such as sqrt or log at 0")
 
 
 def _tridiag(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -92,6 +107,7 @@ def lanczos(
     for j in range(m):
         q = Q[:, j]
         w = matvec(q, active) if pass_active else matvec(q)
+        _require_finite(w, active)
         a = (w * q).sum(1)
         w = w - a[:, None] * q
         if j > 0:
@@ -164,6 +180,7 @@ def power_iteration(matvec: Matvec, q0: torch.Tensor, *, iters: int = 20, tol: f
     rayleigh = prev
     for _ in range(max(1, iters)):
         w = matvec(v)
+        _require_finite(w)
         est = w.norm(dim=1)
         rayleigh = (w * v).sum(1)
         converged = (est - prev).abs() <= tol * est

@@ -29,6 +29,7 @@ from torch import nn
 
 from .. import rng
 from ..errors import UsageError
+from ..loading import require_finite
 from .gauss_newton import gauss_newton_hvp, gauss_newton_spectrum, is_piecewise_linear
 from .hvp import BatchedHVP, CompactingHVP
 from .jacobian import jacobian_measures, jacobian_measures_estimate, logit_jacobian
@@ -112,6 +113,8 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     objective = make_objective(model, labels, opts.target)
     hvp = BatchedHVP(objective, x)
     g, logits, xr = hvp.grad.detach(), hvp.logits, hvp.x
+    require_finite(logits, "logits", index)
+    require_finite(g, "input gradients", index)
     C = logits.shape[1]
     B = x.shape[0]
     gnorm = _flat(g).double().norm(dim=1)
@@ -179,6 +182,7 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     out["hessian_fro"] = fro.double()
     if opts.fd_h is not None:
         out["fd_curvature"] = _finite_difference(objective, x, g, opts.fd_h)
+        require_finite(out["fd_curvature"], f"input gradients at the finite-difference step h={opts.fd_h}", index)
     out["converged"] = res.converged
     out["iterations"] = res.iterations
     out["label"] = labels if opts.label == "pred" else y

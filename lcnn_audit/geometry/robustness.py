@@ -25,7 +25,8 @@ from torch import nn
 from .. import rng
 from ..data import ImageData
 from ..errors import UsageError
-from ..loading import check_model_data
+from ..independence import check_batch_independence
+from ..loading import check_model_data, require_finite
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, run_batches
 from .audit import curvature_audit, model_device
@@ -134,14 +135,19 @@ def grad_robustness(
     cfg = {"options": opts.to_dict(), "data": data.describe(), "batch_size": batch_size, **(config or {})}
     t0 = time.perf_counter()
     with measurement_state(model, copts.dtype, copts.smooth_relu) as prep:
-        check_model_data(prep.model, data.get(torch.arange(min(len(data), 2))).x.to(device, prep.dtype),
-                         data.labels)
+        probe_x = data.get(torch.arange(min(len(data), 2))).x.to(device, prep.dtype)
+        check_model_data(prep.model, probe_x, data.labels)
+        notices = list(prep.notices)
+        random_note = check_batch_independence(prep.model, probe_x)
+        if random_note:
+            notices.append(random_note)
 
         def compute(batch):
             x, y, idx = batch.x.to(device, prep.dtype), batch.y.to(device), batch.index.to(device)
             geo, _ = compute_geometry(prep.model, x, y, idx, copts)
             objective = make_objective(prep.model, geo["label"].to(device), copts.target)
             rel, rel_max, dloss, g0 = gradient_changes(objective, x, idx, opts, copts.seed)
+            require_finite(rel, "input gradients under the noise", batch.index)
             r = torch.tensor(opts.radii, dtype=torch.float64, device=device)
             c, gn = geo["curvature"].to(device), geo["grad_norm"].to(device)
             out = {"index": batch.index, "label": batch.y, "grad_norm": gn, "hessian_norm": geo["hessian_norm"],
@@ -157,7 +163,7 @@ def grad_robustness(
     ps = run.per_sample
     summary = summarize_curves(ps, opts.radii) if ps.get("index") else {}
     summary["n"] = len(ps.get("index", []))
-    summary["notices"] = []
+    summary["notices"] = notices
     if copts.smooth_relu is None and has_relu(model):
         summary["notices"].append(
             "the model uses ReLU: its gradient jumps across activation boundaries, which Proposition 1 (for "

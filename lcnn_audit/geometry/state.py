@@ -67,13 +67,16 @@ def measurement_state(model: nn.Module, dtype: str = "float32", smooth_relu_beta
         raise UsageError(f"unknown dtype {dtype!r}; use float32 or float64")
     notices = []
     bn = _train_mode_bn(model)
-    if bn:
-        notices.append(f"BatchNorm layers in train mode ({', '.join(bn[:3])}{'...' if len(bn) > 3 else ''}) "
-                       "couple the samples of a batch; switched the model to eval mode for the audit")
     training = {m: m.training for m in model.modules()}
     grads = {p: p.requires_grad for p in model.parameters()}
     try:
         set_eval(model)
+        still = set(_train_mode_bn(model))
+        switched = [n for n in bn if n not in still]  # a module may refuse eval(): then say nothing false
+        if switched:
+            notices.append(f"BatchNorm layers in train mode ({', '.join(switched[:3])}"
+                           f"{'...' if len(switched) > 3 else ''}) couple the samples of a batch; switched them "
+                           "to eval mode for the audit")
         for p in model.parameters():
             p.requires_grad_(False)
         work = model
