@@ -212,3 +212,35 @@ def test_convert_output_of_a_user_factory_says_it_needs_arch(tmp_path):
     assert res.exit_code == 2 and "pass --arch" in " ".join(res.output.split()), res.output
     res = invoke("bound", out, "--arch", ARCH)
     assert res.exit_code == 0, res.output
+
+
+def _code_policy(tmp_path, model_block: str):
+    pol = tmp_path / "code_policy.yaml"
+    pol.write_text(f"model: {model_block}\ndata: {{name: demo}}\n"
+                   "audits:\n  curvature: {max_iter: 3, fro_probes: 0, jacobian: 'off'}\n"
+                   "checks:\n  - {name: c, metric: curvature.curvature.mean, max: 1000}\n")
+    return pol
+
+
+@pytest.mark.parametrize("model_block", [
+    "{checkpoint: demo, arch: 'os:system', arch_kwargs: {command: 'touch PWNED'}}",
+    "{checkpoint: demo, arch: 'evil.py:build'}",
+    "{checkpoint: demo, trust_checkpoint: true}",
+])
+def test_policy_naming_code_needs_trust_policy(tmp_path, monkeypatch, model_block):
+    """A policy file is untrusted input: code in model.arch, or trust_checkpoint, needs --trust-policy."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.py").write_text("import pathlib\npathlib.Path('PWNED').touch()\ndef build():\n    pass\n")
+    res = invoke("gate", _code_policy(tmp_path, model_block))
+    assert res.exit_code == 2, res.output
+    assert "--trust-policy" in res.output
+    assert "line 1" in res.output
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_trust_policy_allows_a_reviewed_factory(tmp_path):
+    from lcnn_audit.gates import load_policy
+
+    (tmp_path / "mine.py").write_text("def build():\n    pass\n")
+    pol = _code_policy(tmp_path, "{checkpoint: demo, arch: 'mine.py:build'}")
+    assert load_policy(pol, trust=True).model.arch == f"{tmp_path / 'mine.py'}:build"

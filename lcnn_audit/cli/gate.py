@@ -45,6 +45,9 @@ def gate(
                                 "with --json or --save-results).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.",
                                         rich_help_panel=O)] = False,
+    trust_policy: Annotated[bool, typer.Option(
+        "--trust-policy", help="Allow the policy's model.arch to name code (file.py:factory, package.module:factory) "
+                               "and its model.trust_checkpoint: only for a policy you wrote or reviewed.")] = False,
 ) -> None:
     """Run a policy's audits (or read --results) and check every metric against its bound.
 
@@ -65,7 +68,7 @@ def gate(
     ctx = Ctx({"quiet": quiet})
     outputs = {"--json": json_path, "--junit": junit, "--markdown": markdown}
     check_outputs(outputs, {"POLICY.yaml": policy, "--results": _expand(files)}, {"--save-results": save_results})
-    pol = load_policy(policy, compute=not files, regression=not no_regression)
+    pol = load_policy(policy, compute=not files, regression=not no_regression, trust=trust_policy)
     inputs = {"model.checkpoint": pol.model.checkpoint if pol.model else None,
               "data.path": pol.data.path if pol.data else None,
               "relative_to": [c.relative_to for c in pol.checks if c.relative_to]}

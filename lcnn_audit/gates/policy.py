@@ -165,11 +165,13 @@ class Policy:
     audits: dict[str, Any] = field(default_factory=dict)
 
 
-def load_policy(path: str | Path, *, compute: bool = True, regression: bool = True) -> Policy:
+def load_policy(path: str | Path, *, compute: bool = True, regression: bool = True, trust: bool = False) -> Policy:
     """Read and validate a YAML policy. ``compute=False`` (the gate's ``--results`` mode) does
     not require the model, data and audits sections that running the audits needs.
     ``regression=False`` (``--no-regression``, to create the first baseline) reads no baseline
-    and marks the ``relative_to`` checks as skipped."""
+    and marks the ``relative_to`` checks as skipped. A policy is untrusted input: a
+    ``model.arch`` that names code or ``model.trust_checkpoint: true`` is refused unless
+    ``trust=True`` (``gate --trust-policy``)."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"policy file not found: {p}")
@@ -194,14 +196,15 @@ def load_policy(path: str | Path, *, compute: bool = True, regression: bool = Tr
     if node is not None:
         line_map(node, "", lines, dups)
     return policy_from_dict(raw, source=str(p), base_dir=p.parent, compute=compute, regression=regression,
-                            lines=lines, _dups=dups)
+                            lines=lines, _dups=dups, trust=trust)
 
 
 def policy_from_dict(raw: Any, *, source: str = "policy", base_dir: str | Path = ".", compute: bool = True,
                      regression: bool = True, lines: Mapping[str, int] | None = None,
-                     _dups: Sequence[str] = ()) -> Policy:
-    """Validate a policy given as a mapping; relative file paths resolve against ``base_dir``."""
-    v = _Validator(source, Path(base_dir), lines or {}, regression)
+                     _dups: Sequence[str] = (), trust: bool = False) -> Policy:
+    """Validate a policy given as a mapping; relative file paths resolve against ``base_dir``.
+    ``trust`` allows a ``model.arch`` that names code and ``model.trust_checkpoint``."""
+    v = _Validator(source, Path(base_dir), lines or {}, regression, trust)
     for d in _dups:
         v.problem(d, "duplicate key (YAML keeps only the last one)")
     if not isinstance(raw, dict):
@@ -227,8 +230,10 @@ def policy_from_dict(raw: Any, *, source: str = "policy", base_dir: str | Path =
 class _Validator:
     """Collects every problem with its YAML path; builds the policy's parts."""
 
-    def __init__(self, source: str, base_dir: Path, lines: Mapping[str, int], regression: bool = True):
+    def __init__(self, source: str, base_dir: Path, lines: Mapping[str, int], regression: bool = True,
+                 trust: bool = False):
         self.source, self.base_dir, self.lines, self.regression = source, base_dir, lines, regression
+        self.trust = trust
         self.problems: list[tuple[int, str]] = []
         self.baselines: dict[Path, Any] = {}
         self.configured: set[str] = set()  # audits named in audits:, valid or not
@@ -270,6 +275,14 @@ class _Validator:
         spec = self.section(raw, "model", ModelSpec, required=required)
         if spec is None:
             return None
+        if not self.trust:
+            if isinstance(spec.arch, str) and ":" in spec.arch:
+                self.problem("model.arch", f"{spec.arch!r} names code to import and run; a policy file is untrusted "
+                                           "input: pass gate --trust-policy if you wrote or reviewed it, or name a "
+                                           "built-in or torchvision architecture")
+            if spec.trust_checkpoint is True:
+                self.problem("model.trust_checkpoint", "lets the checkpoint run code; a policy file is untrusted "
+                                                       "input: pass gate --trust-policy if you wrote or reviewed it")
         kw = {}
         if spec.checkpoint != "demo":
             kw["checkpoint"] = self.resolve(spec.checkpoint)
