@@ -7,6 +7,10 @@ re-exported here.
 
 __version__ = "0.1.0"
 
+import logging as _logging  # noqa: E402
+
+_logging.getLogger("lcnn_audit").addHandler(_logging.NullHandler())  # the library logs, the application shows
+
 from .attacks import AttackOptions, attack_audit  # noqa: E402
 from .bound import bound_audit, curvature_bound  # noqa: E402
 from .convert import ConvertOptions, convert_model  # noqa: E402

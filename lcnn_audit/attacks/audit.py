@@ -29,10 +29,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..coerce import as_image_data
 from ..data import ImageData
 from ..errors import CheckFailedError, ModelError
 from ..geometry.state import measurement_state
 from ..loading import check_model_data
+from ..notices import emit_notices
+from ..progress import WithinBatch
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, dist_info, run_batches
 from .adv_store import AdvStore, attack_codes_metadata
@@ -94,9 +97,14 @@ class _AdvCollector:
 class _BatchAudit:
     """Computes every per-sample field of one batch (the ``compute`` of :func:`run_batches`)."""
 
-    def __init__(self, model, options: AttackOptions, device, store: AdvStore | None, codes: list[str]):
+    def __init__(self, model, options: AttackOptions, device, store: AdvStore | None, codes: list[str],
+                 progress: WithinBatch | None = None):
         self.m, self.opts, self.device, self.store, self.codes = model, options, device, store, codes
         self.plan = options.plan()
+        self.progress = progress
+        checks = sum(1 for nm in options.norms if options.masking_checks and nm in PGD.norms)
+        self.stages = max(1, len(self.plan) + checks)
+        self.stage = 0
         self.seconds: dict[str, float] = defaultdict(float)
         self.attacked: dict[str, int] = defaultdict(int)
 
@@ -118,6 +126,7 @@ class _BatchAudit:
                         "grad_norm": flat_norm(g, "l2"), "zero_grad": g.flatten(1).abs().sum(dim=1) == 0,
                         "nondeterministic": nondet}
         deterministic = not bool(nondet.any())
+        self.stage, self.n = 0, x.shape[0]
         shard = {"index": batch.index, "label": batch.y, "x": x} if self.store else None
         for norm in self.opts.norms:
             collector = _AdvCollector(x, len(self.opts.eps_for(norm)), self.codes) if self.store else None
@@ -142,6 +151,7 @@ class _BatchAudit:
             else:
                 broken = self._bounded(attack, norm, x, y, idx, correct, eps_list, deterministic, fields, collector)
             self.seconds[attack] += time.perf_counter() - t0
+            self._stage_done()
             for j, k in enumerate(keys):
                 fields[f"robust_{attack}_{norm}_{k}"] = correct & ~broken[:, j]
             worst |= broken
@@ -149,8 +159,15 @@ class _BatchAudit:
             t0 = time.perf_counter()
             self._checks(norm, x, y, idx, correct, eps_list, worst, fields, collector)
             self.seconds["masking_checks"] += time.perf_counter() - t0
+            self._stage_done()
         for j, k in enumerate(keys):
             fields[f"robust_{WORST}_{norm}_{k}"] = correct & ~worst[:, j]
+
+    def _stage_done(self) -> None:
+        """Report progress within the batch after each attack (and masking check) finishes."""
+        self.stage += 1
+        if self.progress is not None:
+            self.progress.stage(self.stage / self.stages, self.n)
 
     def _attack(self, attack, norm, eps, x, y, idx, what, steps=None):
         """Run one eps-bounded attack and re-check its output; returns (x_adv, recheck, raw output)."""
@@ -263,6 +280,7 @@ def attack_audit(
     ``summary[attack][norm][eps_key]``. ``save_adv`` writes the adversarial examples as
     safetensors (see :mod:`.adv_store`). With ``state_path`` the run is resumable per batch.
     """
+    data = as_image_data(data)
     opts = (options or AttackOptions()).validate()
     device = model_device(model)
     _check_fp32(model)
@@ -281,15 +299,17 @@ def attack_audit(
     t0 = time.perf_counter()
     with measurement_state(model) as prep:
         num_classes = check_model_data(prep.model, probe.x.to(device), probe.y.to(device))
-        compute = _BatchAudit(prep.model, opts, device, store, codes)
+        within = WithinBatch(progress)
+        compute = _BatchAudit(prep.model, opts, device, store, codes, within)
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
-                          progress=progress)
+                          progress=within)
     per_sample = _ordered(run.per_sample)
     summary = _summary(per_sample, opts)
     summary["num_classes"] = num_classes
     summary["notices"] = list(prep.notices) + list(opts.notices)
     summary["checks"] = _checks_config(opts, data)
     summary["flags"], summary["flag_messages"] = compute_flags(per_sample, opts)
+    emit_notices("attack", summary["notices"] + summary["flag_messages"])
     if store is not None and run.complete and dist_info()[0] == 0:
         meta = attack_codes_metadata(codes, {n: opts.eps_for(n) for n in opts.norms}, cfg)
         summary["save_adv"] = str(store.merge(data.indices, meta))

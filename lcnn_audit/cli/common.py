@@ -13,16 +13,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ..errors import LcnnAuditError, UsageError
+from .progress import configure_logging, progress_display
+from .width import print_wide
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -33,6 +27,8 @@ def _opt(*names, help: str, panel: str, **kw):
 
 
 M, D, O = "Model", "Data", "Output"
+VERBOSE_HELP = ("Also print the library's log messages. Without a terminal (CI), progress is a plain line every "
+                "$LCNN_AUDIT_HEARTBEAT seconds (default 15).")
 PARAMS = {
     "model": [
         ("checkpoint", Annotated[str | None, typer.Argument(
@@ -69,8 +65,8 @@ PARAMS = {
         ("split", Annotated[str, _opt("--split", panel=D, help="train or test (train is read without "
                                                                "augmentation).")], "test"),
         ("n", Annotated[int | None, _opt("--n", "--num-samples", panel=D, help=(
-            "Audit a seeded random subset of N samples (under torchrun write --num-samples: torchrun "
-            "reads --n as an abbreviation of its own options)."))],
+            "Audit a seeded random subset of N samples. Default: all samples of the split (under torchrun "
+            "write --num-samples: torchrun reads --n as an abbreviation of its own options)."))],
          None),
         ("seed", Annotated[int, _opt("--seed", panel=D, help="Seed for the subset and all random draws.")], 0),
         ("batch_size", Annotated[int, _opt("--batch-size", panel=D, help="Samples per batch.", min=1)], 128),
@@ -83,6 +79,11 @@ PARAMS = {
                                                                              "(atomically).")], None),
         ("csv_path", Annotated[Path | None, _opt("--csv", panel=O, help="Write per-sample rows as CSV.")], None),
         ("quiet", Annotated[bool, _opt("--quiet", "-q", panel=O, help="Print only the result paths.")], False),
+        ("verbose", Annotated[bool, _opt("--verbose", "-v", panel=O, help=VERBOSE_HELP)], False),
+    ],
+    "verbosity": [
+        ("quiet", Annotated[bool, _opt("--quiet", "-q", panel=O, help="Print only the result paths.")], False),
+        ("verbose", Annotated[bool, _opt("--verbose", "-v", panel=O, help=VERBOSE_HELP)], False),
     ],
     "resume": [
         ("resume", Annotated[bool, _opt("--resume", panel=O, help=(
@@ -152,25 +153,19 @@ class Ctx:
 
     @contextmanager
     def progress(self, description: str):
-        """Yield a ``progress(done, total)`` callback drawing a rich progress bar."""
+        """Yield a ``progress(done, total)`` callback: a rich bar on a terminal, heartbeat lines
+        in CI logs (see :mod:`.progress`), nothing with --quiet."""
         quiet = self.opts.get("quiet", False) or not _is_main_rank()
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
-                      disable=quiet) as bar:
-            task = bar.add_task(description, total=None)
-
-            def update(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            yield update
+        with progress_display(description, err_console, quiet=quiet) as bar:
+            yield bar
 
     def print(self, *args, **kw):
         if not self.opts.get("quiet", False) and _is_main_rank():
-            console.print(*args, **kw)
+            print_wide(console, *args, **kw)
 
     def notice(self, msg: str):
         if _is_main_rank():
-            err_console.print(f"[yellow]note:[/] {msg}")
+            err_console.print(f"[yellow]note:[/] {msg}", soft_wrap=True)
 
     def finish(self, result) -> None:
         """Write --json/--csv and say where; mark an interrupted run."""
@@ -215,8 +210,10 @@ def command_options(*groups: str):
         @functools.wraps(fn)
         def wrapper(**kwargs):
             ctx = Ctx({k: kwargs.pop(k) for k in list(kwargs) if k in shared})
+            configure_logging(ctx.opts.get("verbose", False), err_console)
             try:
-                return fn(ctx=ctx, **kwargs)
+                with cli_warnings():
+                    return fn(ctx=ctx, **kwargs)
             except LcnnAuditError as err:
                 fail(err)
             except KeyboardInterrupt:
@@ -237,12 +234,27 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        configure_logging(kwargs.get("verbose", False), err_console)
         try:
-            return fn(*args, **kwargs)
+            with cli_warnings():
+                return fn(*args, **kwargs)
         except LcnnAuditError as err:
             fail(err)
 
     return wrapper
+
+
+@contextmanager
+def cli_warnings():
+    """The CLI prints the notices of every result itself (``note: ...``): silence the
+    :class:`~lcnn_audit.notices.LcnnAuditNotice` warnings the library raises for notebooks."""
+    import warnings
+
+    from ..notices import LcnnAuditNotice
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcnnAuditNotice)
+        yield
 
 
 def parse_float_list(text: str | None, what: str) -> list[float] | None:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import Ctx, console, err_console, handle_errors
+from .common import VERBOSE_HELP, Ctx, console, err_console, handle_errors
 
 O = "Output"
 STYLE = {"pass": "green", "fail": "bold red", "error": "yellow", "skip": "dim"}
@@ -44,6 +44,7 @@ def gate(
                                 "with --json or --save-results).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.",
                                         rich_help_panel=O)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP, rich_help_panel=O)] = False,
 ) -> None:
     """Run a policy's audits (or read --results) and check every metric against its bound.
 
@@ -94,7 +95,7 @@ def render_verdict(ctx: Ctx, verdict) -> None:
         ctx.notice(note)
     table = Table(title=f"gate {verdict.name}: {len(verdict.checks)} check(s)", title_justify="left")
     for col in ("status", "check", "value", "bound", "detail"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("status", "value", "bound"))
     for c in verdict.checks:
         table.add_row(f"[{STYLE[c.status]}]{c.status}[/]", c.name, value_text(c), bound_text(c), c.message)
     ctx.print(table)
