@@ -70,6 +70,10 @@ class ImageData:
     def __len__(self) -> int:
         return int(self.indices.numel())
 
+    def __repr__(self) -> str:
+        return (f"ImageData(name={self.name!r}, split={self.split!r}, n={len(self)}, input_shape={self.input_shape}, "
+                f"num_classes={self.num_classes}, source={self.source!r})")
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         if self.x is not None:
