@@ -70,3 +70,55 @@ def histogram_figure(series: list[tuple[str, list[float]]], path, xlabel: str, l
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
+
+
+_NORM_SUB = {"l2": "₂", "linf": "∞", "l1": "₁"}
+
+
+def _signed(t):
+    """A signed map (C, H, W) -> (H, W): the channel mean, for a diverging colour map."""
+    return t.float().mean(0).numpy()
+
+
+def examples_figure(ex, path, title: str | None = None) -> Path:
+    """A grid of :class:`~lcnn_audit.examples.Examples`: one row per sample; columns input,
+    input gradient ∇f, top Hessian eigenvector u₁ (with λ₁ and C_f) and, for attacks, the
+    adversarial example and the perturbation. Signed maps use a diverging colour map centred
+    on 0, scaled per image (channel mean for colour images)."""
+    from .formatting import num
+
+    plt = _pyplot()
+    cols = [("x", "input"), ("gradient", "input gradient ∇f"), ("top_vector", "top Hessian eigenvector u₁")]
+    if "x_adv" in ex.images:
+        cols += [("x_adv", "adversarial example"), ("perturbation", "perturbation δ")]
+    k = len(ex)
+    fig, axes = plt.subplots(k, len(cols), figsize=(1.9 * len(cols), 1.95 * k + 0.5), squeeze=False)
+    adv = ex.adversarial or {}
+    for i in range(k):
+        for j, (key, head) in enumerate(cols):
+            ax = axes[i][j]
+            t = ex.images[key][i]
+            if key in ("x", "x_adv"):
+                img = t.clamp(0, 1).permute(1, 2, 0).numpy()
+                ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            else:
+                m = _signed(t)
+                lim = float(abs(m).max()) or 1.0
+                ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(head, fontsize=8, fontweight="bold", pad=14)
+            sub = {"x": f"#{ex.index[i]}: label {ex.label[i]}, pred {ex.pred[i]}",
+                   "gradient": f"‖∇f‖ = {num(ex.grad_norm[i])}",
+                   "top_vector": f"λ₁ = {num(ex.eigenvalue[i])}, C = {num(ex.curvature[i])}"}
+            if adv:
+                found = adv.get("found", [True] * k)[i]
+                sub["x_adv"] = f"pred {adv['adv_pred'][i]}" + ("" if found else " (not reproduced)")
+                eps = adv["eps"][i] if isinstance(adv["eps"], list) else adv["eps"]
+                sub["perturbation"] = (f"‖δ‖{_NORM_SUB.get(adv.get('norm'), '')} = {num(adv['distance'][i])} "
+                                       f"(ε {num(eps)})")
+            ax.text(0.5, 1.02, sub[key], transform=ax.transAxes, ha="center", va="bottom", fontsize=6.5)
+    fig.suptitle(title or f"the {k} most curved samples", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

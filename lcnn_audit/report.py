@@ -291,7 +291,28 @@ def _curvature_section(runs: list[Run], plots: bool) -> Section:
                 blocks.append(_figure(f"hist_{fld}", f"histogram of {xlabel}",
                                       lambda p, s=series, x=xlabel: histogram_figure(s, p, x),
                                       f"Histogram of {xlabel} per sample (log-spaced bins)."))
+        blocks += _example_figures(runs, "curvature_examples", "the most curved samples",
+                                   "{label}: the {k} most curved samples: input, input gradient ∇f and the top Hessian "
+                                   "eigenvector u₁ (blue negative, red positive, scaled per image) with its eigenvalue "
+                                   "λ₁ and C_f.")
     return Section("Curvature (Table 1)", "curvature", blocks)
+
+
+def _example_figures(runs: list[Run], name: str, title: str, caption: str) -> list[Figure]:
+    """One grid per run that stored ``summary["examples"]`` (``--examples``)."""
+    from .examples import Examples
+    from .plots import examples_figure
+
+    out = []
+    for k, r in enumerate(runs):
+        d = r.result.summary.get("examples")
+        if not d:
+            continue
+        ex = Examples.from_dict(d)
+        out.append(_figure(f"{name}_{k}", f"{title} ({r.label})",
+                           lambda p, e=ex, t=f"{r.label}: {title}": examples_figure(e, p, t),
+                           caption.format(label=r.label, k=len(ex))))
+    return out
 
 
 def _method(m) -> str:
@@ -341,6 +362,10 @@ def _attack_section(runs: list[Run], plots: bool) -> Section:
             blocks.append(_figure(f"robust_{k}", f"robust accuracy against eps for {r.label}",
                                   lambda p, res=r.result: plot_robustness(res, p),
                                   f"{r.label}: robust accuracy against eps per attack (eps 0: clean accuracy)."))
+        blocks += _example_figures(runs, "attack_examples", "adversarial examples of the most curved broken samples",
+                                   "{label}: of the samples the attack broke, the {k} most curved: input, ∇f, top "
+                                   "Hessian eigenvector u₁, the adversarial example at the smallest eps that broke it "
+                                   "and the perturbation δ.")
     return Section("Adversarial robustness (Table 2)", "attack", blocks)
 
 
