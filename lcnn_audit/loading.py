@@ -36,6 +36,7 @@ from torch import nn
 from .data import DATASET_NORMALIZATION
 from .errors import ArchitectureError, CheckpointError, DataError, ModelError, UsageError
 from .models import BUILTIN_ARCHS
+from .timm_arch import is_timm, resolve_timm
 
 RECIPE_KEY = "lcnn_audit.recipe"
 STATE_KEYS = ("state_dict", "model", "net", "model_state_dict", "state_dict_ema")
@@ -187,10 +188,12 @@ def _import_factory(spec: str):
 
 
 def build_arch(arch: str, arch_kwargs: dict | None = None) -> nn.Module:
-    """Instantiate ``arch``: a built-in name, a torchvision model name, ``file.py:factory``
-    or ``package.module:factory``, called with ``arch_kwargs``."""
+    """Instantiate ``arch``: a built-in name, a torchvision model name, ``timm:NAME`` (see
+    :mod:`.timm_arch`), ``file.py:factory`` or ``package.module:factory``, called with ``arch_kwargs``."""
     kwargs = dict(arch_kwargs or {})
-    if ":" in arch:
+    if is_timm(arch):
+        factory = resolve_timm(arch)
+    elif ":" in arch:
         factory = _import_factory(arch)
     elif arch in BUILTIN_ARCHS:
         factory = BUILTIN_ARCHS[arch]

@@ -38,7 +38,7 @@ PARAMS = {
                                                           panel=M, show_default=False)], None),
         ("arch", Annotated[str | None, _opt("--arch", panel=M, help=(
             "Architecture for weight-only checkpoints: torchvision name (resnet18), built-in (small_cnn), "
-            "path/to/file.py:factory or package.module:factory."))], None),
+            "timm:NAME (needs timm), path/to/file.py:factory or package.module:factory."))], None),
         ("arch_kwargs", Annotated[str | None, _opt("--arch-kwargs", panel=M,
                                                       help="Factory keyword arguments, e.g. num_classes=100.")], None),
         ("trust_checkpoint", Annotated[bool, _opt("--trust-checkpoint", panel=M, help=(
