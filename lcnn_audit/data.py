@@ -95,13 +95,23 @@ class ImageData:
             x = self.x[idx]
             x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         else:
-            x = torch.stack([self.lazy[int(i)][0] for i in idx]).float()
+            from .decode import decode_batches
+
+            x = next(decode_batches(self.lazy, [idx], workers=0))
         return Batch(x=x, y=self.y[idx].long(), index=idx.long())
 
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         stop = len(self) if stop is None else stop
-        for lo in range(start, stop, batch_size):
-            yield self.get(torch.arange(lo, min(lo + batch_size, stop)))
+        spans = [torch.arange(lo, min(lo + batch_size, stop)) for lo in range(start, stop, batch_size)]
+        if self.x is None:  # lazy (file-backed): decode in worker processes, in order
+            from .decode import decode_batches
+
+            for pos, x in zip(spans, decode_batches(self.lazy, [self.indices[p] for p in spans]), strict=True):
+                idx = self.indices[pos]
+                yield Batch(x=x, y=self.y[idx].long(), index=idx.long())
+            return
+        for pos in spans:
+            yield self.get(pos)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.get(torch.arange(len(self)))

@@ -1,0 +1,41 @@
+"""Decoding lazy (file-backed) datasets such as an ImageFolder in worker processes.
+
+A folder of JPEGs decoded serially in the main process starved the audit; here batches come
+from a ``torch.utils.data.DataLoader`` with worker processes (``$LCNN_AUDIT_DATA_WORKERS``,
+default min(4, CPU count); 0 decodes in the main process) and pinned memory when CUDA is
+available, so the copy to the GPU can overlap. The order is the selection's order, and
+every batch holds exactly the requested positions, so results do not depend on the workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+WORKERS_ENV = "LCNN_AUDIT_DATA_WORKERS"
+
+
+def data_workers() -> int:
+    text = os.environ.get(WORKERS_ENV, "").strip()
+    if text.isdigit():
+        return int(text)
+    return min(4, os.cpu_count() or 1)
+
+
+def _images(items):
+    return torch.stack([torch.as_tensor(item[0]) for item in items]).float()
+
+
+def decode_batches(dataset, batches: Sequence[torch.Tensor], workers: int | None = None) -> Iterator[torch.Tensor]:
+    """Yield the stacked float images of ``dataset`` at each index tensor of ``batches``, in order."""
+    batches = [b.tolist() for b in batches]
+    if not batches:
+        return
+    n_workers = data_workers() if workers is None else workers
+    n_workers = min(n_workers, len(batches)) if sum(len(b) for b in batches) > 1 else 0
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=n_workers, collate_fn=_images,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    yield from loader

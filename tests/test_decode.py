@@ -1,0 +1,47 @@
+"""ImageFolder batches are decoded by DataLoader workers, in order, identical to serial decoding."""
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lcnn_audit.data import load_data
+from lcnn_audit.decode import WORKERS_ENV, data_workers, decode_batches
+
+
+class _Pids(Dataset):
+    """Returns the decoding process's pid as the image, to see where decoding ran."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.full((1, 1, 1), float(os.getpid())), 0
+
+
+def test_batches_are_decoded_in_worker_processes():
+    out = list(decode_batches(_Pids(), [torch.arange(0, 4), torch.arange(4, 8)], workers=2))
+    pids = {int(t.flatten()[0]) for t in out}
+    assert os.getpid() not in pids and len(out) == 2
+    serial = list(decode_batches(_Pids(), [torch.arange(0, 4)], workers=0))
+    assert {int(t.flatten()[0]) for t in serial} == {os.getpid()}
+
+
+def test_image_folder_batches_match_serial_decoding(tmp_path, monkeypatch):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b", "c"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    d = load_data(str(tmp_path), n=11, seed=3)
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    assert data_workers() == 2
+    got = list(d.batches(4, start=1))
+    serial = torch.stack([d.lazy[int(i)][0] for i in d.indices[1:]])
+    assert [len(b.index) for b in got] == [4, 4, 2]
+    assert torch.equal(torch.cat([b.x for b in got]), serial)
+    assert torch.equal(torch.cat([b.index for b in got]), d.indices[1:])
+    assert torch.equal(torch.cat([b.y for b in got]), d.y[d.indices[1:]])
