@@ -102,8 +102,10 @@ class _BatchAudit:
         self.m, self.opts, self.device, self.store, self.codes = model, options, device, store, codes
         self.plan = options.plan()
         self.progress = progress
-        checks = sum(1 for nm in options.norms if options.masking_checks and nm in PGD.norms)
-        self.stages = max(1, len(self.plan) + checks)
+        # progress stages of a batch: each eps of each eps-bounded attack, each minimal-norm attack,
+        # and the two masking checks of each norm
+        checks = sum(2 for nm in options.norms if options.masking_checks and nm in PGD.norms)
+        self.stages = max(1, checks + sum(1 if a in MINIMAL_NORM else len(options.eps_for(n)) for a, n in self.plan))
         self.stage = 0
         self.seconds: dict[str, float] = defaultdict(float)
         self.attacked: dict[str, int] = defaultdict(int)
@@ -151,7 +153,6 @@ class _BatchAudit:
             else:
                 broken = self._bounded(attack, norm, x, y, idx, correct, eps_list, deterministic, fields, collector)
             self.seconds[attack] += time.perf_counter() - t0
-            self._stage_done()
             for j, k in enumerate(keys):
                 fields[f"robust_{attack}_{norm}_{k}"] = correct & ~broken[:, j]
             worst |= broken
@@ -159,7 +160,6 @@ class _BatchAudit:
             t0 = time.perf_counter()
             self._checks(norm, x, y, idx, correct, eps_list, worst, fields, collector)
             self.seconds["masking_checks"] += time.perf_counter() - t0
-            self._stage_done()
         for j, k in enumerate(keys):
             fields[f"robust_{WORST}_{norm}_{k}"] = correct & ~worst[:, j]
 
@@ -201,6 +201,7 @@ class _BatchAudit:
             if attack == "autoattack":
                 fields[f"autoattack_by_{norm}_{eps_key(eps)}"] = by
                 fields[f"autoattack_checks_{norm}_{eps_key(eps)}"] = checks
+            self._stage_done()
         return broken
 
     @staticmethod
@@ -231,6 +232,7 @@ class _BatchAudit:
                 ok = found & (first < len(eps_list))
                 collector.offer(act[ok], out.x_adv[ok], first[ok], attack, rc.norm[ok])
         fields[f"{attack}_norm"] = dist_field
+        self._stage_done()
         return broken
 
     def _checks(self, norm, x, y, idx, correct, eps_list, worst, fields, collector) -> None:
@@ -250,6 +252,7 @@ class _BatchAudit:
                                     rc.norm[rc.adversarial])
             fields[f"check_more_steps_{norm}_{eps_key(eps)}"] = correct & ~more
             worst[:, j:] |= more.unsqueeze(1)
+        self._stage_done()
         big = large_eps(norm, x[0].numel())
         survivors = correct & ~worst[:, -1]
         act = survivors.nonzero().squeeze(1)
@@ -258,6 +261,7 @@ class _BatchAudit:
                                     f"pgd {norm} eps={big:g} (large-eps masking check)")
             survivors[act[rc.adversarial]] = False
         fields[f"check_large_eps_{norm}"] = survivors
+        self._stage_done()
 
 
 def attack_audit(

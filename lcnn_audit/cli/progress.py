@@ -158,6 +158,7 @@ def configure_logging(verbose: bool, console: Console) -> None:
     for h in [h for h in logger.handlers if getattr(h, "_lcnn_cli", False)]:
         logger.removeHandler(h)
     if not verbose:
+        logger.setLevel(logging.NOTSET)
         return
     handler = _ConsoleHandler(console)
     handler._lcnn_cli = True
