@@ -132,6 +132,10 @@ class AuditResult:
         missing = [k for k in ("command", "config", "summary", "per_sample") if k not in d]
         if missing:
             raise UsageError(f"not an lcnn-audit result: missing keys {missing}")
+        version = d.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise UsageError(f"this result has schema_version {version!r}, written by a newer lcnn-audit "
+                             f"({d.get('lcnn_audit_version', 'unknown')}); this one reads up to {SCHEMA_VERSION}")
         return cls(
             command=d["command"],
             config=d["config"],

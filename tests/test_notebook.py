@@ -191,3 +191,16 @@ def test_save_model_for_a_plain_module(tmp_path, xy):
     assert not (tmp_path / "n.safetensors").exists()
     again = la.save_model(back, tmp_path / "again.safetensors")  # a loaded model carries its recipe
     assert torch.allclose(la.load_model(again)(x), back(x))
+
+
+def test_results_carry_schema_and_library_versions(xy, tmp_path):
+    from lcnn_audit.results import SCHEMA_VERSION, AuditResult
+
+    x, y = xy
+    res = la.curvature_audit(softplus_cnn(), (x, y), FAST)
+    d = res.to_dict()
+    assert list(d)[:3] == ["command", "schema_version", "lcnn_audit_version"]
+    assert d["schema_version"] == SCHEMA_VERSION and d["lcnn_audit_version"] == la.__version__
+    assert AuditResult.from_dict(d).per_sample == res.per_sample
+    with pytest.raises(UsageError, match="schema_version 99, written by a newer lcnn-audit"):
+        AuditResult.from_dict({**d, "schema_version": 99})

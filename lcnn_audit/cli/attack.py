@@ -8,7 +8,7 @@ from rich.table import Table
 
 from ..formatting import eps_text
 from . import app
-from .common import Ctx, command_options, err_console
+from .common import Ctx, _is_main_rank, command_options, err_console
 from .curvature import check_image_dir
 from .render import fmt
 
@@ -102,7 +102,7 @@ def attack(
     with ctx.progress("attack") as bar:
         result = attack_audit(model, data, opts, batch_size=ctx.batch_size, progress=bar, save_adv=save_adv,
                               config={"model": model.recipe, "checkpoint": ctx.checkpoint_path}, **run_kwargs)
-    if examples and result.complete:
+    if examples and result.complete and _is_main_rank():  # rank 0 holds every sample
         _examples(ctx, model, data, result, examples, save_images)
     render_attack(ctx, result)
     if plot is not None and result.complete:

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import Ctx, command_options
+from .common import Ctx, _is_main_rank, command_options
 from .render import fmt, stats_table
 
 G = "Geometry"
@@ -61,7 +61,7 @@ def curvature(
     with ctx.progress("curvature") as bar:
         result = curvature_audit(model, data, opts, batch_size=ctx.batch_size, progress=bar,
                                  config={"model": model.recipe, "checkpoint": ctx.checkpoint_path}, **ctx.run_kwargs)
-    if examples and result.complete:
+    if examples and result.complete and _is_main_rank():  # rank 0 holds every sample
         from ..examples import attach_examples, curved_examples
 
         ex = curved_examples(model, data, result, k=min(examples, len(result)), options=opts)
