@@ -2,7 +2,7 @@
 
 A folder of JPEGs decoded serially in the main process starved the audit; here batches come
 from a ``torch.utils.data.DataLoader`` with worker processes (``$LCNN_AUDIT_DATA_WORKERS``,
-default min(4, CPU count); 0 decodes in the main process) and pinned memory when CUDA is
+default min(4, CPUs − 1); 0 decodes in the main process) and pinned memory when CUDA is
 available, so the copy to the GPU can overlap. The order is the selection's order, and
 every batch holds exactly the requested positions, so results do not depend on the workers.
 """
@@ -22,7 +22,7 @@ def data_workers() -> int:
     text = os.environ.get(WORKERS_ENV, "").strip()
     if text.isdigit():
         return int(text)
-    return min(4, os.cpu_count() or 1)
+    return max(0, min(4, (os.cpu_count() or 1) - 1))  # leave a core to the main process
 
 
 def _images(items):
