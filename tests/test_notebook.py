@@ -204,3 +204,19 @@ def test_results_carry_schema_and_library_versions(xy, tmp_path):
     assert AuditResult.from_dict(d).per_sample == res.per_sample
     with pytest.raises(UsageError, match="schema_version 99, written by a newer lcnn-audit"):
         AuditResult.from_dict({**d, "schema_version": 99})
+
+
+@pytest.mark.slow
+def test_readme_notebook_snippet_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### From Python (a notebook)"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    assert 0 <= scope["robust"] <= scope["clean"] <= 1
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "net.safetensors").is_file()
+    assert torch.equal(la.load_model(tmp_path / "net.safetensors", normalize="0.286,0.353")(scope["x"][:4]),
+                       scope["model"](scope["x"][:4]))
