@@ -211,3 +211,18 @@ def test_gate_table_rows_do_not_wrap_without_a_tty(tmp_path_factory):
     rows = [ln for ln in res.output.splitlines() if ln.startswith("│")]
     n_checks = int(re.search(r"(\d+) check\(s\)", res.output).group(1))
     assert len(rows) == n_checks, res.output  # one line per check: no cell wrapped
+
+
+@pytest.mark.parametrize("args, line", [
+    (["attack", "demo", "--n", "8", "--steps", "2", "--eps", "0.1"], r"^attack: 8/8 \(100%\)"),
+    (["grad-robustness", "demo", "--n", "4", "--radii", "0.01", "--draws", "1"],
+     r"^grad-robustness demo: 4/4 \(100%\)"),
+    (["discrepancy", "demo", "--n", "4"], r"^discrepancy \(test\): 4/4 \(100%\)"),
+    (["bound", "demo", "--input-shape", "1,28,28"], r"^bound: layers: (\d+)/\1 \(100%\)"),
+    (["convert", "demo", "--input-shape", "1,28,28", "-o", "{tmp}/c.safetensors"],
+     r"^convert: spectral norms: (\d+)/\1 \(100%\)"),
+])
+def test_every_long_loop_has_a_heartbeat(args, line, tmp_path):
+    res = invoke(*[a.format(tmp=tmp_path) for a in args], env={"LCNN_AUDIT_HEARTBEAT": "0"})
+    assert res.exit_code == 0, res.output
+    assert any(re.match(line, ln) for ln in res.output.splitlines()), res.output
