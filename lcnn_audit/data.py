@@ -261,7 +261,7 @@ def _load_image_folder(path: Path, split: str, image_size: tuple[int, int] | Non
         if (path / cand).is_dir():
             root = path / cand
             break
-    tf = [transforms.ToTensor()]
+    tf = [transforms.PILToTensor()]  # uint8: 4x less to move from the decoding workers; scaled on arrival
     if image_size:
         tf.insert(0, transforms.Resize(image_size))
     try:

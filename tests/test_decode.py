@@ -40,7 +40,12 @@ def test_image_folder_batches_match_serial_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv(WORKERS_ENV, "2")
     assert data_workers() == 2
     got = list(d.batches(4, start=1))
-    serial = torch.stack([d.lazy[int(i)][0] for i in d.indices[1:]])
+    from torchvision.transforms.functional import to_tensor
+
+    from lcnn_audit.data import _pil_loader
+
+    files = [d.lazy.samples[int(i)][0] for i in d.indices[1:]]
+    serial = torch.stack([to_tensor(_pil_loader(f)) for f in files])  # torchvision's own float decoding
     assert [len(b.index) for b in got] == [4, 4, 2]
     assert torch.equal(torch.cat([b.x for b in got]), serial)
     assert torch.equal(torch.cat([b.index for b in got]), d.indices[1:])
