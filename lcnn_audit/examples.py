@@ -160,7 +160,8 @@ def adversarial_examples(model: nn.Module, data, result: AuditResult, k: int = 6
     if not first:
         raise UsageError("the attack broke no sample, so there is no adversarial example to show")
     chosen = sorted(first, key=lambda i: (first[i], i))[:candidates]
-    copts = options or CurvatureOptions(seed=aopts.seed)
+    # only C_f, ∇f and u₁ are needed: no Frobenius probes, no Jacobian measures
+    copts = options or CurvatureOptions(seed=aopts.seed, fro_probes=0, jacobian="off")
     _, geo, _ = _geometry(model, data, chosen, copts)
     index = [chosen[int(i)] for i in geo["curvature"].argsort(descending=True)[:k].cpu()]
     batch, geo, u = _geometry(model, data, index, copts)

@@ -1,5 +1,6 @@
 """``lcnn-audit curvature``: per-sample input gradient, Hessian and curvature."""
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -64,7 +65,8 @@ def curvature(
     if examples and result.complete and _is_main_rank():  # rank 0 holds every sample
         from ..examples import attach_examples, curved_examples
 
-        ex = curved_examples(model, data, result, k=min(examples, len(result)), options=opts)
+        ex = curved_examples(model, data, result, k=min(examples, len(result)),
+                             options=dataclasses.replace(opts, fro_probes=0, jacobian="off"))
         attach_examples(result, ex)
         if save_images is not None:
             from ..plots import examples_figure
