@@ -106,7 +106,7 @@ class _BatchAudit:
         # and the two masking checks of each norm
         checks = sum(2 for nm in options.norms if options.masking_checks and nm in PGD.norms)
         self.stages = max(1, checks + sum(1 if a in MINIMAL_NORM else len(options.eps_for(n)) for a, n in self.plan))
-        self.stage = 0
+        self.stage, self.n = 0, 0
         self.seconds: dict[str, float] = defaultdict(float)
         self.attacked: dict[str, int] = defaultdict(int)
 
@@ -164,7 +164,8 @@ class _BatchAudit:
             fields[f"robust_{WORST}_{norm}_{k}"] = correct & ~worst[:, j]
 
     def _stage_done(self) -> None:
-        """Report progress within the batch after each attack (and masking check) finishes."""
+        """Report progress within the batch after each stage: an eps of an eps-bounded attack, a
+        minimal-norm attack, a masking check."""
         self.stage += 1
         if self.progress is not None:
             self.progress.stage(self.stage / self.stages, self.n)
