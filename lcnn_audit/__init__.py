@@ -5,6 +5,8 @@ Neural Networks*, NeurIPS 2022 (the "LCNN paper"). Every CLI command wraps one f
 re-exported here.
 """
 
+import logging as _logging
+
 __version__ = "0.1.0"
 
 #: public name -> the module that defines it; imported on first use (PEP 562), so that the
@@ -16,8 +18,11 @@ _EXPORTS = {
     "curvature_audit": "geometry", "GradRobustnessOptions": "geometry.robustness",
     "discrepancy": "geometry.robustness", "grad_robustness": "geometry.robustness", "load_model": "loading",
     "save_model": "loading", "write_report": "report", "AuditResult": "results", "TrainConfig": "training",
-    "train": "training",
+    "train": "training", "robustness_benchmark": "benchmark", "as_image_data": "coerce",
+    "LcnnAuditNotice": "notices",
 }
+
+_logging.getLogger("lcnn_audit").addHandler(_logging.NullHandler())  # the library logs, the application shows
 
 
 def __getattr__(name: str):
@@ -36,7 +41,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "__version__", "AttackOptions", "AuditResult", "ConvertOptions", "CurvatureOptions", "GradRobustnessOptions",
-    "ImageData", "LcnnAuditError", "TrainConfig", "attack_audit", "bound_audit", "convert_model", "curvature_audit",
-    "curvature_bound", "discrepancy", "gate", "grad_robustness", "load_data", "load_model", "load_policy", "save_model",
-    "train", "write_report",
+    "ImageData", "LcnnAuditError", "LcnnAuditNotice", "TrainConfig", "as_image_data", "attack_audit", "bound_audit",
+    "convert_model", "curvature_audit", "curvature_bound", "discrepancy", "gate", "grad_robustness", "load_data",
+    "load_model", "load_policy", "robustness_benchmark", "save_model", "train", "write_report",
 ]

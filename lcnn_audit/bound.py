@@ -310,12 +310,13 @@ def _generic_norm(fn, x_value: torch.Tensor, tol: float, max_iter: int):
 
 def curvature_bound(model: nn.Module, input_shape=None, *, lambda_beta: float = LAMBDA_BETA,
                     lambda_gamma: float = LAMBDA_GAMMA, tol: float = DEFAULT_TOL,
-                    max_iter: int = DEFAULT_MAX_ITER) -> BoundReport:
+                    max_iter: int = DEFAULT_MAX_ITER, progress=None) -> BoundReport:
     """Theorem 1 data-free bound, rigorous Lipschitz/Hessian bounds and the LCNN penalty of
     ``model`` (eval mode) on inputs of ``input_shape`` (C, H, W); see the module docstring.
 
     An :class:`~lcnn_audit.loading.AuditModel` includes its input normalisation as the first
-    layer; a converted checkpoint's recipe supplies the input shape.
+    layer; a converted checkpoint's recipe supplies the input shape. ``progress(done, total)``
+    counts the graph nodes bounded.
     """
     if not (0 < tol < 1) or max_iter < 1:
         raise UsageError("tol must lie in (0, 1) and max_iter be >= 1")
@@ -351,7 +352,7 @@ def curvature_bound(model: nn.Module, input_shape=None, *, lambda_beta: float = 
             except (RuntimeError, ValueError, TypeError, IndexError) as err:
                 msg = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
                 raise ModelError(f"the model failed on an input of shape {(1, *shape)}: {msg}") from None
-        report = _propagate(gm, rec.values, normalize, output_key, tol, max_iter)
+        report = _propagate(gm, rec.values, normalize, output_key, tol, max_iter, progress)
     finally:
         for m, t in training.items():
             m.training = t
@@ -363,15 +364,18 @@ def curvature_bound(model: nn.Module, input_shape=None, *, lambda_beta: float = 
 
 def bound_audit(model: nn.Module, input_shape=None, *, lambda_beta: float = LAMBDA_BETA,
                 lambda_gamma: float = LAMBDA_GAMMA, tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER,
-                config: dict | None = None):
+                config: dict | None = None, progress=None):
     """:func:`curvature_bound` as an :class:`~lcnn_audit.results.AuditResult` (command ``bound``):
     the totals in ``summary``, one entry per layer in ``summary["layers"]``."""
     from .results import AuditResult, environment  # noqa: PLC0415
 
     report = curvature_bound(model, input_shape, lambda_beta=lambda_beta, lambda_gamma=lambda_gamma, tol=tol,
-                             max_iter=max_iter)
+                             max_iter=max_iter, progress=progress)
     d = report.to_dict()
     summary = {**d["summary"], "layers": d["layers"]}
+    from .notices import emit_notices  # noqa: PLC0415
+
+    emit_notices("bound", summary["notes"][1:])  # the first note explains the bound, it is no caveat
     cfg = {"input_shape": summary["input_shape"], "tol": tol, "max_iter": max_iter, "lambda_beta": lambda_beta,
            "lambda_gamma": lambda_gamma, "model": dict(getattr(model, "recipe", {}) or {}), **(config or {})}
     ref = next((t for t in model.parameters()), None)
@@ -390,7 +394,8 @@ def _penalty(net: nn.Module, lambda_beta: float, lambda_gamma: float) -> dict:
             "penalty": lambda_beta * sum_beta + lambda_gamma * sum_log_gamma}
 
 
-def _propagate(gm: fx.GraphModule, values: dict, normalize, output_key, tol, max_iter) -> BoundReport:
+def _propagate(gm: fx.GraphModule, values: dict, normalize, output_key, tol, max_iter,
+               progress=None) -> BoundReport:
     states: dict[fx.Node, object] = {}
     layers: list[LayerBound] = []
     unsupported: list[str] = []
@@ -420,7 +425,10 @@ def _propagate(gm: fx.GraphModule, values: dict, normalize, output_key, tol, max
                                  theorem1=st_out.T, smooth=smooth, certified=certified, note=note))
 
     first = True
-    for node in gm.graph.nodes:
+    n_nodes = len(gm.graph.nodes)
+    for k, node in enumerate(gm.graph.nodes):
+        if progress is not None:
+            progress(k, n_nodes)
         val = values.get(node)
         if node.op == "placeholder":
             if first:
@@ -484,6 +492,8 @@ def _propagate(gm: fx.GraphModule, values: dict, normalize, output_key, tol, max
                          + (" ..." if len(unsupported) > 6 else "")
                          + "; supported: conv, linear, batch norm, centered softplus and common activations, "
                            "pooling, residual additions, concatenation, reshapes")
+    if progress is not None:
+        progress(n_nodes, n_nodes)
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     final = _select(out_node.args[0], output_key)
     st = state_of(final)

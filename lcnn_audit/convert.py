@@ -54,6 +54,7 @@ from .layers.spectral import (
     spectral_norm_conv,
     spectral_norm_linear,
 )
+from .progress import new_phase
 from .surgery import ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES, replace_activations, trace
 
 RECIPE_VERSION = 1
@@ -269,14 +270,15 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def convert_model(model: nn.Module, options: ConvertOptions | None = None, input_shape=None, *,
-                  example: torch.Tensor | None = None, inplace: bool = False) -> tuple[nn.Module, ConversionReport]:
+                  example: torch.Tensor | None = None, inplace: bool = False,
+                  progress=None) -> tuple[nn.Module, ConversionReport]:
     """Convert ``model`` to an LCNN; returns (converted model, :class:`ConversionReport`).
 
     ``input_shape`` is (C, H, W) without the batch dim (or pass ``example``, a batch): the
     conv spectral norms are computed for it. ``model`` may be an
     :class:`~lcnn_audit.loading.AuditModel`, whose ``net`` is converted (and whose
     ``recipe["convert"]`` is set). The model is deep-copied first unless ``inplace``.
-    Its train/eval mode is kept.
+    Its train/eval mode is kept. ``progress(done, total)`` counts the spectral norms fitted.
     """
     from .loading import AuditModel  # noqa: PLC0415 - loading imports this module lazily
 
@@ -314,11 +316,23 @@ def convert_model(model: nn.Module, options: ConvertOptions | None = None, input
     if opts.activations:
         net = _convert_activations(net, opts, probe, gm is None, report, device, dtype)
     # 2. spectral normalisation, folding σ into a following batch norm where there is one
-    for name, mod in list(net.named_modules()):
+    modules = list(net.named_modules())
+    n_fit = sum(1 for _, m in modules if (isinstance(m, CONVS) and opts.conv) or (isinstance(m, nn.Linear)
+                                                                               and opts.linear))
+    fitted = 0
+    new_phase(progress, "convert: spectral norms")
+    if progress is not None:
+        progress(0, n_fit)
+    for name, mod in modules:
         if isinstance(mod, CONVS) and opts.conv:
             _convert_conv(net, name, mod, opts, probe, pairs, report)
         elif isinstance(mod, nn.Linear) and opts.linear:
             _convert_linear(net, name, mod, opts, probe, pairs, report)
+        else:
+            continue
+        fitted += 1
+        if progress is not None:
+            progress(fitted, n_fit)
         elif isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and opts.conv:
             report.skipped.append({"name": name, "type": type(mod).__name__,
                                    "reason": "transposed convolutions are not spectrally normalised"})
@@ -563,6 +577,9 @@ def convert_checkpoint(model, options: ConvertOptions | None = None, *, output: 
         raise UsageError("this checkpoint is already LCNN-converted")
     example = None
     if data is not None:
+        from .coerce import as_image_data  # noqa: PLC0415
+
+        data = as_image_data(data)
         data_shape = tuple(data.input_shape)
         if input_shape is not None and tuple(input_shape) != data_shape:
             raise UsageError(f"--input-shape {tuple(input_shape)} differs from the data's {data_shape}")
@@ -574,11 +591,16 @@ def convert_checkpoint(model, options: ConvertOptions | None = None, *, output: 
         raise UsageError("the conv spectral norms need the input size: pass --data (one batch is used) or "
                          "--input-shape C,H,W")
     t0 = time.perf_counter()
+    new_phase(progress, "convert: accuracy before")
     before = predict(model, data, batch_size, progress) if data is not None else None
     t1 = time.perf_counter()
-    converted, report = convert_model(model, opts, input_shape=input_shape, example=example)
+    converted, report = convert_model(model, opts, input_shape=input_shape, example=example, progress=progress)
     t_convert = time.perf_counter() - t1
+    new_phase(progress, "convert: accuracy after")
     after = predict(converted, data, batch_size, progress) if data is not None else None
+    from .notices import emit_notices  # noqa: PLC0415
+
+    emit_notices("convert", report.notes)
     summary: dict = {"counts": report.counts(), "swapped": report.swapped, "skipped": report.skipped,
                      "notes": report.notes, "traced": report.traced, "input_shape": report.input_shape,
                      "accuracy_before": _accuracy(before) if before else None,

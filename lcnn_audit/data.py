@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .decode import to_unit_float
 from .errors import DataError
 from .rng import check_seed
 
@@ -71,6 +72,10 @@ class ImageData:
     def __len__(self) -> int:
         return int(self.indices.numel())
 
+    def __repr__(self) -> str:
+        return (f"ImageData(name={self.name!r}, split={self.split!r}, n={len(self)}, input_shape={self.input_shape}, "
+                f"num_classes={self.num_classes}, source={self.source!r})")
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         if self.x is not None:
@@ -92,13 +97,22 @@ class ImageData:
             x = self.x[idx]
             x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         else:
-            x = torch.stack([_read_image(self.lazy, int(i)) for i in idx]).float()
+            x = to_unit_float(torch.stack([_read_image(self.lazy, int(i)) for i in idx]))
         return Batch(x=x, y=self.y[idx].long(), index=idx.long())
 
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         stop = len(self) if stop is None else stop
-        for lo in range(start, stop, batch_size):
-            yield self.get(torch.arange(lo, min(lo + batch_size, stop)))
+        spans = [torch.arange(lo, min(lo + batch_size, stop)) for lo in range(start, stop, batch_size)]
+        if self.x is None:  # lazy (file-backed): decode in worker processes, in order
+            from .decode import decode_batches
+
+            named = _NamedErrors(self.lazy)
+            for pos, x in zip(spans, decode_batches(named, [self.indices[p] for p in spans]), strict=True):
+                idx = self.indices[pos]
+                yield Batch(x=x, y=self.y[idx].long(), index=idx.long())
+            return
+        for pos in spans:
+            yield self.get(pos)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.get(torch.arange(len(self)))
@@ -259,6 +273,19 @@ def _pil_loader(path: str):
         return img.convert("L" if img.mode in ("L", "1", "I", "I;16") else "RGB")
 
 
+class _NamedErrors(torch.utils.data.Dataset):
+    """An ImageFolder whose damaged files raise a :class:`DataError` naming them (see ``_read_image``)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        return _read_image(self.ds, int(i)), self.ds.targets[int(i)]
+
+
 def _read_image(ds, i: int) -> torch.Tensor:
     """Image ``i`` of an ImageFolder; a file that cannot be decoded is a :class:`DataError` naming it."""
     from PIL import Image
@@ -317,7 +344,7 @@ def _load_image_folder(path: Path, split: str, image_size: tuple[int, int] | Non
     from torchvision import datasets, transforms
 
     root = _split_folder(path, split, single_split)
-    tf = [transforms.ToTensor()]
+    tf = [transforms.PILToTensor()]  # uint8: 4x less to move from the decoding workers; scaled on arrival
     if image_size:
         tf.insert(0, transforms.Resize(image_size))
     try:

@@ -23,10 +23,15 @@ class DemoStep:
 
 
 def _curvature(n, progress):
+    from .examples import attach_examples, curved_examples
     from .geometry import CurvatureOptions, curvature_audit
 
-    return curvature_audit(load_model("demo"), load_data("demo", n=n), CurvatureOptions(), batch_size=128,
-                           progress=progress, config={"checkpoint": "demo"})
+    model, data = load_model("demo"), load_data("demo", n=n)
+    result = curvature_audit(model, data, CurvatureOptions(), batch_size=128, progress=progress,
+                             config={"checkpoint": "demo"})
+    if result.complete:  # the six most curved samples, for `lcnn-audit report`
+        attach_examples(result, curved_examples(model, data, result, k=min(6, len(result))))
+    return result
 
 
 def _render_curvature(ctx, result):

@@ -16,8 +16,18 @@ def num(v) -> str:
             return "nan"
         if v == 0:
             return "0"
-        return f"{v:.3e}" if abs(v) >= 1e4 or abs(v) < 1e-3 else f"{v:.4g}"
+        return sci(v) if abs(v) >= 1e4 or abs(v) < 1e-3 else f"{v:.4g}"
     return str(v)
+
+
+def sci(v: float) -> str:
+    """Scientific notation in at most 9 characters plus sign: ``6.592e-5``, ``1.2e+7``, ``inf``."""
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    mant, exp = f"{v:.3e}".split("e")
+    mant = mant.rstrip("0").rstrip(".") if "." in mant else mant
+    e = int(exp)
+    return f"{mant}e{'+' if e > 0 else ''}{e}"
 
 
 def eps_text(eps: float, norm: str, with_value: bool = False) -> str:

@@ -44,6 +44,7 @@ from .data import DATASET_NORMALIZATION
 from .errors import ArchitectureError, CheckpointError, DataError, ModelError, UsageError
 from .models import BUILTIN_ARCHS
 from .recipe import check_recipe_arch, parse_recipe, validate_recipe
+from .timm_arch import is_timm, resolve_timm
 
 RECIPE_KEY = "lcnn_audit.recipe"
 STATE_KEYS = ("state_dict", "model", "net", "model_state_dict", "state_dict_ema")
@@ -198,10 +199,12 @@ def _import_factory(spec: str):
 
 
 def build_arch(arch: str, arch_kwargs: dict | None = None) -> nn.Module:
-    """Instantiate ``arch``: a built-in name, a torchvision model name, ``file.py:factory``
-    or ``package.module:factory``, called with ``arch_kwargs``."""
+    """Instantiate ``arch``: a built-in name, a torchvision model name, ``timm:NAME`` (see
+    :mod:`.timm_arch`), ``file.py:factory`` or ``package.module:factory``, called with ``arch_kwargs``."""
     kwargs = dict(arch_kwargs or {})
-    if ":" in arch:
+    if is_timm(arch):
+        factory = resolve_timm(arch)
+    elif ":" in arch:
         factory = _import_factory(arch)
     elif arch in BUILTIN_ARCHS:
         factory = BUILTIN_ARCHS[arch]
@@ -627,16 +630,24 @@ def require_finite(values: torch.Tensor, what: str, index: torch.Tensor | None =
                      "--normalize and that inputs lie in [0, 1]")
 
 
-def save_model(net: nn.Module, path: str | os.PathLike, recipe: dict) -> Path:
+def save_model(net: nn.Module, path: str | os.PathLike, recipe: dict | None = None, *, arch: str | None = None,
+               arch_kwargs: dict | str | None = None, normalize=None) -> Path:
     """Save ``net``'s weights as safetensors with ``recipe`` embedded, atomically.
 
     ``recipe`` holds ``arch``, ``arch_kwargs``, ``normalize`` and optionally ``convert``,
-    so that :func:`load_model` rebuilds the model with no user code.
+    so that :func:`load_model` rebuilds the model with no user code. Without ``recipe``, a
+    model from :func:`load_model` (or ``train``/``convert_model``) uses its own; a plain
+    ``nn.Module`` needs ``arch`` (a built-in, torchvision or ``timm:`` name, or
+    ``package.module:factory``) with its ``arch_kwargs`` and optional ``normalize`` (as in
+    :func:`load_model`). ``arch`` is built once here and must accept ``net``'s weights, so a
+    file that would not load is refused now rather than at load time.
     """
     from safetensors.torch import save_file
 
     from .io import write_with
 
+    if recipe is None:
+        recipe = _recipe_for(net, arch, arch_kwargs, normalize)
     net = unwrap(net)
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     # safetensors refuses tensors that share memory; clone the duplicates
@@ -648,3 +659,20 @@ def save_model(net: nn.Module, path: str | os.PathLike, recipe: dict) -> Path:
         seen[ptr] = k
     meta = {RECIPE_KEY: json.dumps({k: v for k, v in recipe.items() if k != "kind"})}
     return write_with(path, lambda tmp: save_file(sd, str(tmp), metadata=meta))
+
+
+def _recipe_for(net: nn.Module, arch, arch_kwargs, normalize) -> dict:
+    """The recipe :func:`save_model` embeds when none is given (see there)."""
+    own = dict(getattr(net, "recipe", {}) or {})
+    if arch is None:
+        if own.get("arch"):
+            return own
+        raise UsageError("save_model needs the architecture to embed for a plain nn.Module: pass arch= (e.g. "
+                         "arch='resnet18', arch_kwargs={'num_classes': 10}), or a recipe dict")
+    kwargs = parse_kwargs(arch_kwargs) if isinstance(arch_kwargs, str) else dict(arch_kwargs or {})
+    norm = parse_normalize(normalize) if normalize is not None else own.get("normalize")
+    recipe = {"arch": arch, "arch_kwargs": kwargs, "normalize": norm, "convert": own.get("convert")}
+    inner = unwrap(net)
+    fit_state_dict(build_from_recipe(recipe), {_strip(k): v for k, v in inner.state_dict().items()},
+                   what=f"the weights of the {type(inner).__name__} given to save_model (arch={arch!r})")
+    return recipe

@@ -38,32 +38,103 @@ def _save(fig, path) -> Path:
     return out
 
 
+#: line style of each quantity in the gradient-robustness figure (one legend for styles, one for models)
+STYLES = {"measured": ("-", "o", "measured mean (band: median–p95)"), "adversarial": ("-", "^", "adversarial mean"),
+          "quadratic": ("--", None, "r·E[C_f] (Prop. 1, quadratic)"), "bound": (":", None, "rδ·exp(rδ) bound")}
+
+
+def _theory_limits(measured: list[float], theory: list[float], span: float = 1e3) -> tuple[float, float]:
+    """Log y-limits that show every measured value, and the theory lines unless they lie more
+    than ``span`` beyond the measured range (those are marked off-scale instead)."""
+    pos = [v for v in measured if v > 0 and v == v]
+    lo, hi = (min(pos) / 3, max(pos) * 3) if pos else (1e-6, 1.0)
+    for v in theory:
+        if v > 0 and v == v and lo / span <= v <= hi * span:
+            lo, hi = min(lo, v / 2), max(hi, v * 2)
+    return max(lo, 1e-300), hi
+
+
 def grad_robustness_figure(models: list[tuple[str, dict]], path, title: str | None = None) -> Path:
-    """Relative gradient change against ‖ε‖ on log-log axes, one colour per model; the
-    quadratic approximation r·E[C_f] dashed and the bound r·δ·exp(rδ) dotted (LCNN Fig. 2)."""
+    """Relative gradient change against ‖ε‖ on log-log axes (LCNN Fig. 2): one colour per model,
+    one line style per quantity (measured mean with its median–p95 band, adversarial mean, the
+    quadratic approximation r·E[C_f] and the bound r·δ·exp(rδ)). The legends sit outside the
+    axes; a theory line entirely outside the y-range is drawn as arrows on the edge it lies
+    beyond and listed as off-scale, so the legend never names a line that cannot be seen."""
+    from matplotlib.lines import Line2D
+
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(7.8, 4.4))
+    measured = [v for _, s in models for c in s["curves"] for v in (c["mean"], c["median"], c["p95"],
+                                                                   c.get("adv_mean", c["mean"]))]
+    theory = [c[k] for _, s in models for c in s["curves"] for k in ("quadratic", "bound")]
+    lo, hi = _theory_limits(measured, theory)
+    off: list[str] = []
+    styles_used = {"measured"}
     for k, (name, summary) in enumerate(models):
         curves = summary["curves"]
         r = [c["radius"] for c in curves]
-        color = f"C{k}"
-        ax.plot(r, [c["mean"] for c in curves], "o-", color=color, label=f"{name}: measured (mean)")
-        ax.fill_between(r, [c["median"] for c in curves], [c["p95"] for c in curves], color=color, alpha=0.15)
+        color = f"C{k % 10}"
+        ax.plot(r, [c["mean"] for c in curves], linestyle="-", marker="o", color=color, ms=4)
+        ax.fill_between(r, [c["median"] for c in curves], [c["p95"] for c in curves], color=color, alpha=0.13,
+                        lw=0)
         if "adv_mean" in curves[0]:
-            ax.plot(r, [c["adv_mean"] for c in curves], "^-", color=color, alpha=0.7, label=f"{name}: adversarial")
-        ax.plot(r, [c["quadratic"] for c in curves], "--", color=color, label=f"{name}: r·E[C_f] (Prop. 1)")
-        ax.plot(r, [c["bound"] for c in curves], ":", color=color, label=f"{name}: rδ·exp(rδ) bound")
-    lo = min(c["mean"] for _, s in models for c in s["curves"] if c["mean"] > 0) / 3
-    hi = max(max(c["p95"], c["quadratic"]) for _, s in models for c in s["curves"]) * 3
+            ax.plot(r, [c["adv_mean"] for c in curves], linestyle="-", marker="^", color=color, alpha=0.7, ms=4)
+            styles_used.add("adversarial")
+        for key in ("quadratic", "bound"):
+            vals = [c[key] for c in curves]
+            finite = [v for v in vals if v == v and v > 0]
+            if finite and min(finite) > hi:
+                side = "above"
+            elif finite and max(finite) < lo:
+                side = "below"
+            else:
+                ax.plot(r, vals, linestyle=STYLES[key][0], color=color, lw=1.2)
+                styles_used.add(key)
+                continue
+            y_edge = hi / 1.25 if side == "above" else lo * 1.25
+            ax.plot(r, [y_edge] * len(r), linestyle="none", marker="^" if side == "above" else "v", color=color,
+                    ms=6, alpha=0.8, clip_on=False)
+            off.append(f"{name}: {STYLES[key][2].split(' (')[0]} off scale ({side}, from {min(finite):.2g})")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_ylim(max(lo, 1e-12), hi)
+    ax.set_ylim(lo, hi)
     ax.set_xlabel("noise norm ‖ε‖₂")
     ax.set_ylabel("‖∇f(x+ε) − ∇f(x)‖ / ‖∇f(x)‖")
-    ax.set_title(title or "gradient robustness (band: median to p95)")
+    ax.set_title(title or "gradient robustness (LCNN Fig. 2)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    model_handles = [Line2D([], [], color=f"C{k % 10}", lw=2.5, label=name) for k, (name, _) in enumerate(models)]
+    leg = ax.legend(handles=model_handles, title="model", fontsize=8, title_fontsize=8, loc="upper left",
+                    bbox_to_anchor=(1.02, 1.0), frameon=False)
+    ax.add_artist(leg)
+    style_handles = [Line2D([], [], color="0.25", linestyle=STYLES[k][0], marker=STYLES[k][1], label=STYLES[k][2])
+                     for k in STYLES if k in styles_used]
+    if off:
+        style_handles.append(Line2D([], [], color="0.25", linestyle="none", marker="^", label="off-scale theory line"))
+    ax.legend(handles=style_handles, title="line", fontsize=8, title_fontsize=8, loc="lower left",
+              bbox_to_anchor=(1.02, 0.0), frameon=False)
+    if off:
+        fig.text(0.01, -0.02, "\n".join(off), fontsize=7, va="top", color="0.3")
     return _save(fig, path)
+
+
+def _log_ticks(ax, values) -> None:
+    """Readable log-axis ticks when the data span less than two decades (matplotlib then labels
+    minor ticks in long scientific form, and the labels overlap): majors at 1..9 × 10^k (under
+    one decade) or 1, 2, 5 × 10^k, in the compact number format, no minor labels."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from .formatting import num
+
+    pos = [v for v in values if v > 0]
+    if not pos or math.log10(max(pos) / min(pos)) >= 2:
+        return
+    decades = math.log10(max(pos) / min(pos))
+    subs = tuple(float(k) for k in range(1, 10)) if decades < 1 else (1.0, 2.0, 5.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: num(float(v))))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def histogram_figure(series: list[tuple[str, list[float]]], path, xlabel: str, log: bool = True) -> Path:
@@ -80,8 +151,61 @@ def histogram_figure(series: list[tuple[str, list[float]]], path, xlabel: str, l
         ax.hist(v, bins=bins, alpha=0.5, label=name)
     if log:
         ax.set_xscale("log")
+        _log_ticks(ax, allv.tolist())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("samples")
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+_NORM_SUB = {"l2": "₂", "linf": "∞", "l1": "₁"}
+
+
+def _signed(t):
+    """A signed map (C, H, W) -> (H, W): the channel mean, for a diverging colour map."""
+    return t.float().mean(0).numpy()
+
+
+def examples_figure(ex, path, title: str | None = None) -> Path:
+    """A grid of :class:`~lcnn_audit.examples.Examples`: one row per sample; columns input,
+    input gradient ∇f, top Hessian eigenvector u₁ (with λ₁ and C_f) and, for attacks, the
+    adversarial example and the perturbation. Signed maps use a diverging colour map centred
+    on 0, scaled per image (channel mean for colour images)."""
+    from .formatting import num
+
+    plt = _pyplot()
+    cols = [("x", "input"), ("gradient", "input gradient ∇f"), ("top_vector", "top Hessian eigenvector u₁")]
+    if "x_adv" in ex.images:
+        cols += [("x_adv", "adversarial example"), ("perturbation", "perturbation δ")]
+    k = len(ex)
+    fig, axes = plt.subplots(k, len(cols), figsize=(1.9 * len(cols), 1.95 * k + 0.5), squeeze=False)
+    adv = ex.adversarial or {}
+    for i in range(k):
+        for j, (key, head) in enumerate(cols):
+            ax = axes[i][j]
+            t = ex.images[key][i]
+            if key in ("x", "x_adv"):
+                img = t.clamp(0, 1).permute(1, 2, 0).numpy()
+                ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            else:
+                m = _signed(t)
+                lim = float(abs(m).max()) or 1.0
+                ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(head, fontsize=8, fontweight="bold", pad=14)
+            sub = {"x": f"#{ex.index[i]}: label {ex.label[i]}, pred {ex.pred[i]}",
+                   "gradient": f"‖∇f‖ = {num(ex.grad_norm[i])}",
+                   "top_vector": f"λ₁ = {num(ex.eigenvalue[i])}, C = {num(ex.curvature[i])}"}
+            if adv:
+                found = adv.get("found", [True] * k)[i]
+                sub["x_adv"] = f"pred {adv['adv_pred'][i]}" + ("" if found else " (not reproduced)")
+                eps = adv["eps"][i] if isinstance(adv["eps"], list) else adv["eps"]
+                sub["perturbation"] = (f"‖δ‖{_NORM_SUB.get(adv.get('norm'), '')} = {num(adv['distance'][i])} "
+                                       f"(ε {num(eps)})")
+            ax.text(0.5, 1.02, sub[key], transform=ax.transAxes, ha="center", va="bottom", fontsize=6.5)
+    fig.suptitle(title or f"the {k} most curved samples", fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)

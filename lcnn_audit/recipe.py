@@ -155,8 +155,10 @@ def check_recipe_arch(arch: str, where: str, trust_checkpoint: bool) -> None:
     """Refuse a recipe ``arch`` that would import user code, unless ``trust_checkpoint``."""
     if trust_checkpoint or ":" not in arch:
         return  # names without ':' resolve only through the built-in and torchvision registries
+    if arch.startswith("timm:") and arch.count(":") == 1:
+        return  # a timm registry name (lcnn_audit.timm_arch); timm:hf-hub: ids would fetch from the network
     raise CheckpointError(
         f"checkpoint {where} has an embedded recipe naming architecture {arch!r}, a factory outside lcnn-audit "
         f"and torchvision; it was not imported, since importing and calling it would run code from the file's "
         f"metadata. If you trust that code, pass --arch {arch} explicitly (or --trust-checkpoint; in a gate "
-        "policy model.arch or model.trust_checkpoint)")
+        "policy model.arch or model.trust_checkpoint, with gate --trust-policy)")

@@ -146,6 +146,46 @@ def eps_label(norm: str, eps: float) -> str:
     return f"‖ε‖{sub} = {eps_text(eps, norm)}"
 
 
+class Footnotes:
+    """Notices and flags beside the numbers they qualify: ``mark(label, notes)`` returns the
+    table cell ``label [1, 2]`` and :meth:`block` the numbered list printed under the tables."""
+
+    def __init__(self):
+        self.items: list[tuple[str, str]] = []
+
+    def mark(self, label: str, notes) -> str:
+        keys = []
+        for text in dict.fromkeys(n for n in notes if n):
+            item = (label, text)
+            if item not in self.items:
+                self.items.append(item)
+            keys.append(str(self.items.index(item) + 1))
+        return f"{label} [{', '.join(keys)}]" if keys else label
+
+    def block(self) -> list:
+        if not self.items:
+            return []
+        return ["Notices and flags (numbers in brackets beside a model refer to these):",
+                [f"[{k}] {label}: {text}" for k, (label, text) in enumerate(self.items, 1)]]
+
+
+def run_notes(result: AuditResult) -> list[str]:
+    """Every notice and flag of a result that a reader of its numbers must see."""
+    s = result.summary
+    notes = [*s.get("notices", []), *s.get("flag_messages", [])]
+    if result.command == "bound":
+        notes += s.get("notes", [])[1:]  # the first note explains the bound (in the caption)
+    if result.command == "discrepancy":
+        for split in ("train", "test"):
+            notes += [f"{split} split: {n}" for n in (s.get(split) or {}).get("notices", [])]
+    if s.get("not_converged"):
+        notes.append(f"{s['not_converged']} sample(s) did not converge within --max-iter (their Hessian norms are "
+                     "lower bounds)")
+    if not result.complete:
+        notes.append("interrupted run: the numbers cover only the samples done")
+    return notes
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -230,20 +270,20 @@ def _inputs_section(runs: Sequence[Run]) -> Section:
 
 
 def _curvature_section(runs: list[Run], plots: bool) -> Section:
+    notes = Footnotes()
+    marked = {r.label: notes.mark(r.label, run_notes(r.result)) for r in runs}
     t1 = Table(["model", "n", "E‖∇f‖₂", "E‖∇²f‖₂", "E C_f", "accuracy (%)", "method", "not converged"], [
-        [r.label, num(s.get("n")), _mean_std(s.get("grad_norm")), _mean_std(s.get("hessian_norm")),
+        [marked[r.label], num(s.get("n")), _mean_std(s.get("grad_norm")), _mean_std(s.get("hessian_norm")),
          _mean_std(s.get("curvature")), pct(s.get("accuracy")), _method(s.get("method")), num(s.get("not_converged"))]
         for r in runs for s in [r.result.summary]],
         caption="Model geometry in the style of LCNN Table 1: mean ± standard deviation over samples "
                 "(the paper's ± is over training runs). C_f = ‖∇²f‖₂ / (‖∇f‖₂ + ε).")
     keys = ("p5", "median", "mean", "p95", "max")
     t2 = Table(["model", *[f"C_f {k}" for k in keys]],
-               [[r.label, *[num((r.result.summary.get("curvature") or {}).get(k)) for k in keys]] for r in runs],
+               [[marked[r.label], *[num((r.result.summary.get("curvature") or {}).get(k)) for k in keys]]
+                for r in runs],
                caption="Distribution of the normalised curvature over samples.")
-    blocks: list = [t1, t2]
-    notes = sorted({f"{r.label}: {n}" for r in runs for n in r.result.summary.get("notices", [])})
-    if notes:
-        blocks.append(notes)
+    blocks: list = [t1, t2, *notes.block()]
     if plots:
         from .plots import histogram_figure
 
@@ -254,7 +294,28 @@ def _curvature_section(runs: list[Run], plots: bool) -> Section:
                 blocks.append(_figure(f"hist_{fld}", f"histogram of {xlabel}",
                                       lambda p, s=series, x=xlabel: histogram_figure(s, p, x),
                                       f"Histogram of {xlabel} per sample (log-spaced bins)."))
+        blocks += _example_figures(runs, "curvature_examples", "the most curved samples",
+                                   "{label}: the {k} most curved samples: input, input gradient ∇f and the top Hessian "
+                                   "eigenvector u₁ (blue negative, red positive, scaled per image) with its eigenvalue "
+                                   "λ₁ and C_f.")
     return Section("Curvature (Table 1)", "curvature", blocks)
+
+
+def _example_figures(runs: list[Run], name: str, title: str, caption: str) -> list[Figure]:
+    """One grid per run that stored ``summary["examples"]`` (``--examples``)."""
+    from .examples import Examples
+    from .plots import examples_figure
+
+    out = []
+    for k, r in enumerate(runs):
+        d = r.result.summary.get("examples")
+        if not d:
+            continue
+        ex = Examples.from_dict(d)
+        out.append(_figure(f"{name}_{k}", f"{title} ({r.label})",
+                           lambda p, e=ex, t=f"{r.label}: {title}": examples_figure(e, p, t),
+                           caption.format(label=r.label, k=len(ex))))
+    return out
 
 
 def _method(m) -> str:
@@ -270,11 +331,13 @@ def _attack_section(runs: list[Run], plots: bool) -> Section:
         return pct(e["robust_accuracy"], e["ci_low"], e["ci_high"]) if e else "–"
 
     rows = []
+    notes = Footnotes()
+    marked = {r.label: notes.mark(r.label, run_notes(r.result)) for r in runs}
     for r in runs:
         s = r.result.summary
         flags = s.get("flags", {})
         masking = num(flags.get("gradient_masking")) if "gradient_masking" in flags else "–"
-        rows.append([r.label, num(s.get("n")), pct(s.get("clean_accuracy"), s.get("clean_ci_low"),
+        rows.append([marked[r.label], num(s.get("n")), pct(s.get("clean_accuracy"), s.get("clean_ci_low"),
                                                    s.get("clean_ci_high")),
                      *[cell(s, "worst_case", n, e) for n, e in cols], masking])
     t2 = Table(["model", "n", "clean acc. (%)", *[eps_label(n, e) for n, e in cols], "gradient masking?"], rows,
@@ -284,16 +347,12 @@ def _attack_section(runs: list[Run], plots: bool) -> Section:
         [r.label, a, *[cell(r.result.summary, a, n, e) for n, e in cols]]
         for r in runs for a in dict.fromkeys(e["attack"] for e in r.result.summary.get("results", []))
         if a != "worst_case"], caption="Robust accuracy (%) of each attack.", align="ll" + "r" * len(cols))
-    blocks: list = [t2, by_attack]
+    blocks: list = [t2, by_attack, *notes.block()]
     mn = [[r.label, name, f"{st.get('found')} / {st.get('attacked')}", num(st.get("median_all")), num(st.get("mean"))]
           for r in runs for name, st in r.result.summary.get("min_norm", {}).items()]
     if mn:
         blocks.append(Table(["model", "attack", "found / attacked", "median norm (all)", "mean norm (found)"], mn,
                             caption="Minimal adversarial L2 perturbations (DeepFool, C&W).", align="llrrr"))
-    notes = [f"{r.label}: {m}" for r in runs for m in r.result.summary.get("flag_messages", [])]
-    if notes:
-        blocks.append("Gradient-masking flags raised:")
-        blocks.append(notes)
     if plots:
         from .attacks.plot import plot_robustness
 
@@ -306,6 +365,10 @@ def _attack_section(runs: list[Run], plots: bool) -> Section:
             blocks.append(_figure(f"robust_{k}", f"robust accuracy against eps for {r.label}",
                                   lambda p, res=r.result: plot_robustness(res, p),
                                   f"{r.label}: robust accuracy against eps per attack (eps 0: clean accuracy)."))
+        blocks += _example_figures(runs, "attack_examples", "adversarial examples of the most curved broken samples",
+                                   "{label}: of the samples the attack broke, the {k} most curved: input, ∇f, top "
+                                   "Hessian eigenvector u₁, the adversarial example at the smallest eps that broke it "
+                                   "and the perturbation δ.")
     return Section("Adversarial robustness (Table 2)", "attack", blocks)
 
 
@@ -313,11 +376,16 @@ def _grad_section(runs: list[Run], plots: bool) -> Section:
     from .geometry.robustness import model_summaries
 
     models: list[tuple[str, dict]] = []
+    extra: dict[str, list[str]] = {}
     for r in runs:
         if "models" in r.result.summary:  # one --compare result holds several models
             models += [(name if len(runs) == 1 else f"{r.label}: {name}", s) for name, s in model_summaries(r.result)]
         else:
             models.append((r.label, r.result.summary))
+        if not r.result.complete:
+            extra[models[-1][0]] = ["interrupted run: the numbers cover only the samples done"]
+    notes = Footnotes()
+    marked = {name: notes.mark(name, [*s.get("notices", []), *extra.get(name, [])]) for name, s in models}
     radii = list(dict.fromkeys(f"{c['radius']:g}" for _, s in models for c in s.get("curves", [])))
     header = ["‖ε‖₂"]
     for name, _ in models:
@@ -330,11 +398,11 @@ def _grad_section(runs: list[Run], plots: bool) -> Section:
             row += [num(c["mean"]), num(c["quadratic"])] if c else ["–", "–"]
         rows.append(row)
     summary = Table(["model", "n", "E C_f", "δ = max C_f"], [
-        [name, num(s.get("n")), num((s.get("curvature") or {}).get("mean")), num(s.get("delta"))]
+        [marked[name], num(s.get("n")), num((s.get("curvature") or {}).get("mean")), num(s.get("delta"))]
         for name, s in models])
     blocks: list = [summary, Table(header, rows, caption=(
         "Relative gradient change ‖∇f(x+ε) − ∇f(x)‖ / ‖∇f(x)‖ under random noise (mean over samples), beside "
-        "Proposition 1's quadratic approximation r·E[C_f] (LCNN Fig. 2)."))]
+        "Proposition 1's quadratic approximation r·E[C_f] (LCNN Fig. 2).")), *notes.block()]
     if plots and any(s.get("curves") for _, s in models):
         from .plots import grad_robustness_figure
 
@@ -348,26 +416,31 @@ def _grad_section(runs: list[Run], plots: bool) -> Section:
 
 def _discrepancy_section(runs: list[Run], plots: bool) -> Section:
     fields = ("grad_norm", "hessian_norm", "curvature")
+    notes = Footnotes()
+    marked = {r.label: notes.mark(r.label, run_notes(r.result)) for r in runs}
     t3 = Table(["model", "n train", "n test", "Δtt E‖∇f‖₂", "Δtt E‖∇²f‖₂", "Δtt E C_f"], [
-        [r.label, num(s.get("n_train")), num(s.get("n_test")), *[num(s.get("delta_tt", {}).get(f)) for f in fields]]
+        [marked[r.label], num(s.get("n_train")), num(s.get("n_test")),
+         *[num(s.get("delta_tt", {}).get(f)) for f in fields]]
         for r in runs for s in [r.result.summary]],
         caption="Train-test discrepancy in the style of LCNN Table 3: Δtt g = |g(test) − g(train)| / g(test) of the "
                 "split means.")
     means = Table(["model", "‖∇f‖₂ train", "‖∇f‖₂ test", "‖∇²f‖₂ train", "‖∇²f‖₂ test", "C_f train", "C_f test"], [
         [r.label, *[num(((r.result.summary.get(split) or {}).get(f) or {}).get("mean")) for f in fields
                     for split in ("train", "test")]] for r in runs], caption="Split means behind Δtt.")
-    return Section("Train-test discrepancy (Table 3)", "discrepancy", [t3, means])
+    return Section("Train-test discrepancy (Table 3)", "discrepancy", [t3, means, *notes.block()])
 
 
 def _bound_section(runs: list[Run], plots: bool) -> Section:
-    rows = [[r.label, str(tuple(s.get("input_shape", ()))), num(s.get("lipschitz")), num(s.get("hessian_logits")),
+    notes = Footnotes()
+    rows = [[notes.mark(r.label, run_notes(r.result)), str(tuple(s.get("input_shape", ()))), num(s.get("lipschitz")),
+             num(s.get("hessian_logits")),
              num(s.get("hessian_loss")), num(s.get("theorem1")), num(s.get("penalty")), num(s.get("composition")),
              num(s.get("smooth")), num(s.get("certified"))] for r in runs for s in [r.result.summary]]
     table = Table(["model", "input", "Lipschitz L", "‖∇²ₓ logits‖ ≤", "‖∇²ₓ CE‖ ≤", "Theorem 1 sum", "penalty R_f",
                    "composition", "smooth", "certified"], rows,
                   caption="Data-free bounds (LCNN Theorem 1). L and the Hessian bounds hold at every input; the "
                           "Theorem 1 sum is the paper's curvature budget, not a bound on C_f.")
-    return Section("Data-free bound (Theorem 1)", "bound", [table])
+    return Section("Data-free bound (Theorem 1)", "bound", [table, *notes.block()])
 
 
 def verdict_section(verdict: Verdict) -> Section:
@@ -600,9 +673,50 @@ def check_report_path(out: str | Path) -> str:
     return fmt
 
 
-def write_report(runs: Sequence[Run], out: str | Path, verdicts: Sequence[Verdict] = (), title: str | None = None,
-                 plots: bool = True) -> Path:
-    """Write ``out`` as HTML (``.html``) or Markdown (``.md``; figures go to ``<stem>_files/``)."""
+def as_runs(items, labels: Sequence[str] | None = None) -> tuple[list[Run], list[Verdict]]:
+    """Report inputs from a notebook: :class:`Run`, :class:`~lcnn_audit.results.AuditResult`,
+    :class:`~lcnn_audit.gates.Verdict` objects or result-file paths, in any mix. ``labels`` name
+    the results' models in order (default: the checkpoint's name, else ``model 1``, ``model 2``...)."""
+    if isinstance(items, (Run, AuditResult, Verdict, str, Path)):
+        items = [items]
+    pairs: list[tuple[str, AuditResult]] = []
+    given: list[Run | None] = []
+    verdicts: list[Verdict] = []
+    for k, item in enumerate(items, 1):
+        if isinstance(item, Verdict):
+            verdicts.append(item)
+        elif isinstance(item, Run):
+            pairs.append((item.path, item.result))
+            given.append(item)
+        elif isinstance(item, AuditResult):
+            pairs.append((item.config.get("checkpoint") and str(item.config["checkpoint"]) or f"model {k}", item))
+            given.append(None)
+        elif isinstance(item, (str, Path)):
+            runs, vs = load_inputs([item])
+            verdicts += vs
+            pairs += [(r.path, r.result) for r in runs]
+            given += [None] * len(runs)
+        else:
+            raise UsageError(f"cannot report a {type(item).__name__}: pass AuditResult objects (what the audits "
+                             "return), gate verdicts or result JSON paths")
+    if labels is not None and len(labels) != len(pairs):
+        raise UsageError(f"labels: {len(labels)} given for {len(pairs)} result(s); give one per result")
+    runs = _label(pairs, labels)
+    if labels is None:
+        runs = [g if g is not None else r for g, r in zip(given, runs, strict=True)]
+    return runs, verdicts
+
+
+def write_report(runs: Sequence[Run | AuditResult | Verdict | str | Path], out: str | Path,
+                 verdicts: Sequence[Verdict] = (), title: str | None = None, plots: bool = True, *,
+                 labels: Sequence[str] | None = None) -> Path:
+    """Write ``out`` as HTML (``.html``) or Markdown (``.md``; figures go to ``<stem>_files/``).
+
+    ``runs`` may mix :class:`Run` (from :func:`load_inputs`), the
+    :class:`~lcnn_audit.results.AuditResult` objects the audits return, gate verdicts and
+    result JSON paths; ``labels`` name the models (see :func:`as_runs`)."""
+    runs, more = as_runs(list(runs), labels)
+    verdicts = [*verdicts, *more]
     out = Path(out)
     fmt = check_report_path(out)
     if not runs and not verdicts:
@@ -707,5 +821,6 @@ def _xml_safe_verdict(verdict: Verdict) -> Verdict:
                                lcnn_audit_version=fix(verdict.lcnn_audit_version))
 
 
-__all__ = ["Figure", "Run", "Section", "Table", "bound_text", "build_report", "load_inputs", "render_html",
-           "render_markdown", "value_text", "verdict_junit", "verdict_markdown", "verdict_section", "write_report"]
+__all__ = ["Figure", "Footnotes", "Run", "Section", "Table", "as_runs", "bound_text", "build_report", "load_inputs",
+           "render_html", "render_markdown", "value_text", "verdict_junit", "verdict_markdown", "verdict_section",
+           "write_report"]

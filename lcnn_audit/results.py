@@ -2,7 +2,11 @@
 
 Every command returns an :class:`AuditResult` whose JSON form has one shape::
 
-    {"command", "lcnn_audit_version", "config", "summary", "per_sample", "timing", "environment"}
+    {"command", "schema_version", "lcnn_audit_version", "config", "summary", "per_sample", "timing",
+     "environment", "complete"}
+
+``schema_version`` (:data:`SCHEMA_VERSION`) changes when a field is renamed or removed; the
+fields of each command are documented in ``docs/results.md``.
 
 ``per_sample`` maps a field name to a list with one entry per sample, in dataset order,
 and always holds ``index`` and ``label``. ``summary`` holds the aggregate numbers; for each
@@ -27,6 +31,8 @@ from .errors import UsageError
 from .io import read_json, write_json, write_text
 
 STAT_KEYS = ("mean", "std", "median", "p5", "p95", "max", "min", "count")
+#: version of the result JSON layout (docs/results.md); also in gate verdicts
+SCHEMA_VERSION = 1
 
 
 def summarize(values) -> dict[str, float]:
@@ -119,7 +125,7 @@ class AuditResult:
         order = ["command", "lcnn_audit_version", "config", "summary", "per_sample", "timing", "environment"]
         out = {k: d[k] for k in order}
         out["complete"] = d["complete"]
-        return out
+        return {"command": out.pop("command"), "schema_version": SCHEMA_VERSION, **out}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditResult:
@@ -140,6 +146,10 @@ class AuditResult:
             raise UsageError("not an lcnn-audit result: complete must be true or false")
         if not isinstance(d.get("lcnn_audit_version", ""), str):
             raise UsageError("not an lcnn-audit result: lcnn_audit_version must be a string")
+        version = d.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise UsageError(f"this result has schema_version {version!r}, written by a newer lcnn-audit "
+                             f"({d.get('lcnn_audit_version', 'unknown')}); this one reads up to {SCHEMA_VERSION}")
         return cls(
             command=d["command"],
             config=d["config"],
@@ -183,3 +193,38 @@ class AuditResult:
 
     def __len__(self) -> int:
         return len(self.per_sample.get("index", []))
+
+    def __repr__(self) -> str:
+        fields = [f for f in self.per_sample if f not in ("index", "label")]
+        shown = ", ".join(fields[:8]) + (f", … (+{len(fields) - 8})" if len(fields) > 8 else "")
+        state = "" if self.complete else ", complete=False"
+        return (f"AuditResult(command={self.command!r}, n={len(self)}{state}, per_sample=[{shown}], "
+                f"summary keys={len(self.summary)})")
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """A per-sample field as a tensor (one row per sample): ``result.tensor("curvature")``,
+        also ``result["curvature"]``. Booleans become ``torch.bool``, list fields 2-D tensors."""
+        if name not in self.per_sample:
+            raise UsageError(f"no per-sample field {name!r}; fields: {', '.join(self.per_sample)}")
+        vals = self.per_sample[name]
+        if vals and isinstance(vals[0], bool):
+            return torch.tensor(vals, dtype=torch.bool)
+        if vals and all(isinstance(v, int) for v in vals):
+            return torch.tensor(vals, dtype=torch.int64)
+        try:
+            return torch.tensor([float("nan") if v is None else v for v in vals], dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise UsageError(f"per-sample field {name!r} holds text or ragged lists; read result.per_sample[{name!r}]"
+                             ) from None
+
+    __getitem__ = tensor
+
+    def to_pandas(self):
+        """The per-sample rows as a ``pandas.DataFrame`` (pandas is optional: ``pip install pandas``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise UsageError("AuditResult.to_pandas() needs pandas, which is not installed: pip install pandas "
+                             "(or use result.per_sample, a dict of lists, or result.tensor(name))") from None
+        n = len(self)
+        return pd.DataFrame({k: v for k, v in self.per_sample.items() if len(v) == n})

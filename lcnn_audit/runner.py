@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from .io import write_json
 
 Compute = Callable[[Batch], dict[str, torch.Tensor | list]]
 Progress = Callable[[int, int], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,8 +111,11 @@ def run_batches(
         progress(done - lo, hi - lo)
     try:
         for batch in data.batches(batch_size, start=done, stop=hi):
+            tb = time.perf_counter()
             out = compute(batch)
             n = len(batch.index)
+            logger.debug("batch of %d sample(s) in %.2f s (%d/%d done)", n, time.perf_counter() - tb,
+                         done + n - lo, hi - lo)
             for k, v in out.items():
                 fields.setdefault(k, []).extend(_to_list(v, n))
             done += n

@@ -439,6 +439,10 @@ def train(
     safetensors with the recipe embedded (``save_model``), loadable by every command.
     ``run_config`` is extra JSON-able context recorded in the log and in the resume check.
     """
+    from .coerce import as_image_data  # noqa: PLC0415
+
+    train_data = as_image_data(train_data)
+    test_data = as_image_data(test_data) if test_data is not None else None
     config.validate()
     recipe = output_recipe(model) if output is not None else dict(getattr(model, "recipe", {}) or {})
     if config.penalties.active().get("lcnn"):

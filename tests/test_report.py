@@ -75,7 +75,7 @@ def test_report_rows_hold_the_result_numbers(run):
     sections = {s.anchor: s for s in build_report(runs, plots=False)}
     curv = next(r for r in runs if r.result.command == "curvature").result.summary
     table1 = sections["curvature"].blocks[0]
-    assert isinstance(table1, Table) and table1.rows[0][0] == "demo"
+    assert isinstance(table1, Table) and table1.rows[0][0] == "demo [1]"  # [1]: the ReLU notice
     assert table1.rows[0][4].startswith(f"{curv['curvature']['mean']:.4g} ± ")
     att = next(r for r in runs if r.result.command == "attack").result.summary
     wc = next(e for e in att["results"] if e["attack"] == "worst_case" and e["eps"] == 0.1)

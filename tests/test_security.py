@@ -244,3 +244,12 @@ def test_trust_policy_allows_a_reviewed_factory(tmp_path):
     (tmp_path / "mine.py").write_text("def build():\n    pass\n")
     pol = _code_policy(tmp_path, "{checkpoint: demo, arch: 'mine.py:build'}")
     assert load_policy(pol, trust=True).model.arch == f"{tmp_path / 'mine.py'}:build"
+
+
+def test_recipe_may_name_a_timm_registry_name_but_not_an_hf_hub_id():
+    from lcnn_audit.recipe import check_recipe_arch
+
+    check_recipe_arch("timm:resnet18", "ck", trust_checkpoint=False)  # a registry name: nothing to run
+    for arch in ("timm:hf-hub:org/repo", "os:system"):
+        with pytest.raises(CheckpointError, match="not imported"):
+            check_recipe_arch(arch, "ck", trust_checkpoint=False)

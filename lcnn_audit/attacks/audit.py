@@ -29,11 +29,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..coerce import as_image_data
 from ..data import ImageData
 from ..errors import CheckFailedError, ModelError
 from ..geometry.state import measurement_state
 from ..independence import check_batch_independence
 from ..loading import check_model_data, require_finite
+from ..notices import emit_notices
+from ..progress import WithinBatch
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, dist_info, run_batches
 from .adv_store import AdvStore, attack_codes_metadata
@@ -95,9 +98,16 @@ class _AdvCollector:
 class _BatchAudit:
     """Computes every per-sample field of one batch (the ``compute`` of :func:`run_batches`)."""
 
-    def __init__(self, model, options: AttackOptions, device, store: AdvStore | None, codes: list[str]):
+    def __init__(self, model, options: AttackOptions, device, store: AdvStore | None, codes: list[str],
+                 progress: WithinBatch | None = None):
         self.m, self.opts, self.device, self.store, self.codes = model, options, device, store, codes
         self.plan = options.plan()
+        self.progress = progress
+        # progress stages of a batch: each eps of each eps-bounded attack, each minimal-norm attack,
+        # and the two masking checks of each norm
+        checks = sum(2 for nm in options.norms if options.masking_checks and nm in PGD.norms)
+        self.stages = max(1, checks + sum(1 if a in MINIMAL_NORM else len(options.eps_for(n)) for a, n in self.plan))
+        self.stage, self.n = 0, 0
         self.seconds: dict[str, float] = defaultdict(float)
         self.attacked: dict[str, int] = defaultdict(int)
 
@@ -122,6 +132,7 @@ class _BatchAudit:
                         "grad_norm": flat_norm(g, "l2"), "zero_grad": g.flatten(1).abs().sum(dim=1) == 0,
                         "nondeterministic": nondet}
         deterministic = not bool(nondet.any())
+        self.stage, self.n = 0, x.shape[0]
         shard = {"index": batch.index, "label": batch.y, "x": x} if self.store else None
         for norm in self.opts.norms:
             collector = _AdvCollector(x, len(self.opts.eps_for(norm)), self.codes) if self.store else None
@@ -156,6 +167,13 @@ class _BatchAudit:
         for j, k in enumerate(keys):
             fields[f"robust_{WORST}_{norm}_{k}"] = correct & ~worst[:, j]
 
+    def _stage_done(self) -> None:
+        """Report progress within the batch after each stage: an eps of an eps-bounded attack, a
+        minimal-norm attack, a masking check."""
+        self.stage += 1
+        if self.progress is not None:
+            self.progress.stage(self.stage / self.stages, self.n)
+
     def _attack(self, attack, norm, eps, x, y, idx, what, steps=None):
         """Run one eps-bounded attack and re-check its output; returns (x_adv, recheck, raw output)."""
         atk = self.opts.build(attack, norm, eps, steps=steps)
@@ -188,6 +206,7 @@ class _BatchAudit:
             if attack == "autoattack":
                 fields[f"autoattack_by_{norm}_{eps_key(eps)}"] = by
                 fields[f"autoattack_checks_{norm}_{eps_key(eps)}"] = checks
+            self._stage_done()
         return broken
 
     @staticmethod
@@ -218,6 +237,7 @@ class _BatchAudit:
                 ok = found & (first < len(eps_list))
                 collector.offer(act[ok], out.x_adv[ok], first[ok], attack, rc.norm[ok])
         fields[f"{attack}_norm"] = dist_field
+        self._stage_done()
         return broken
 
     def _checks(self, norm, x, y, idx, correct, eps_list, worst, fields, collector) -> None:
@@ -237,6 +257,7 @@ class _BatchAudit:
                                     rc.norm[rc.adversarial])
             fields[f"check_more_steps_{norm}_{eps_key(eps)}"] = correct & ~more
             worst[:, j:] |= more.unsqueeze(1)
+        self._stage_done()
         big = large_eps(norm, x[0].numel())
         survivors = correct & ~worst[:, -1]
         act = survivors.nonzero().squeeze(1)
@@ -245,6 +266,7 @@ class _BatchAudit:
                                     f"pgd {norm} eps={big:g} (large-eps masking check)")
             survivors[act[rc.adversarial]] = False
         fields[f"check_large_eps_{norm}"] = survivors
+        self._stage_done()
 
 
 def attack_audit(
@@ -268,6 +290,7 @@ def attack_audit(
     ``summary[attack][norm][eps_key]``. ``save_adv`` writes the adversarial examples as
     safetensors (see :mod:`.adv_store`). With ``state_path`` the run is resumable per batch.
     """
+    data = as_image_data(data)
     opts = (options or AttackOptions()).validate()
     device = model_device(model)
     _check_fp32(model)
@@ -287,15 +310,17 @@ def attack_audit(
     with measurement_state(model) as prep:
         num_classes = check_model_data(prep.model, probe.x.to(device), probe.y.to(device))
         random_note = check_batch_independence(prep.model, probe.x.to(device))
-        compute = _BatchAudit(prep.model, opts, device, store, codes)
+        within = WithinBatch(progress)
+        compute = _BatchAudit(prep.model, opts, device, store, codes, within)
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
-                          keep_state=keep_state, progress=progress)
+                          keep_state=keep_state, progress=within)
     per_sample = _ordered(run.per_sample)
     summary = _summary(per_sample, opts)
     summary["num_classes"] = num_classes
     summary["notices"] = list(prep.notices) + list(opts.notices) + ([random_note] if random_note else [])
     summary["checks"] = _checks_config(opts, data)
     summary["flags"], summary["flag_messages"] = compute_flags(per_sample, opts)
+    emit_notices("attack", summary["notices"] + summary["flag_messages"])
     if store is not None and run.complete and dist_info()[0] == 0:
         meta = attack_codes_metadata(codes, {n: opts.eps_for(n) for n in opts.norms}, cfg)
         summary["save_adv"] = str(store.merge(data.indices, meta))

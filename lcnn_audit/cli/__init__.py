@@ -21,7 +21,11 @@ def main() -> None:
     import signal
     import sys
 
-    sys.exit(_run(signal))
+    rc = _run(signal)
+    # the work is done and written: a Ctrl-C during the interpreter's shutdown (torch's
+    # teardown takes a while) must not turn a finished run into a death by SIGINT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(rc)
 
 
 def _run(signal) -> int:
@@ -35,6 +39,8 @@ def _run(signal) -> int:
 
 
 def _run_app(signal) -> int:
+    import sys
+
     terminated: list[int] = []
 
     def on_sigterm(signum, frame):
@@ -51,6 +57,11 @@ def _run_app(signal) -> int:
         sys.stderr.write("interrupted\n")
         return 143 if terminated else 130
 
+    # Ctrl-C while the commands (and torch) are imported is deferred to the end of the imports:
+    # a KeyboardInterrupt inside an import leaves half-initialised modules (torch, sympy) that
+    # fail later with a traceback
+    pending: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
     try:
         signal.signal(signal.SIGTERM, on_sigterm)
         import typer
@@ -60,7 +71,14 @@ def _run_app(signal) -> int:
         from .common import err_console, styled
 
         exc = _click_exceptions()
-    except KeyboardInterrupt:  # Ctrl-C while the commands (and torch) are imported
+        if len(sys.argv) > 1 and not {"-h", "--help", "--version"} & set(sys.argv[1:]):
+            import torch  # noqa: F401  (every command needs them; a help screen does not)
+            import torchvision  # noqa: F401
+    except KeyboardInterrupt:  # raised by an import itself (as the tests simulate)
+        return interrupted()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pending:
         return interrupted()
     try:
         init_from_env()

@@ -8,7 +8,8 @@ from rich.table import Table
 
 from ..formatting import eps_text
 from . import app
-from .common import Ctx, command_options, err_console
+from .common import Ctx, _is_main_rank, command_options, err_console
+from .curvature import check_image_dir
 from .render import fmt
 
 A = "Attack"
@@ -71,6 +72,13 @@ def attack(
     save_adv: Annotated[Path | None, typer.Option(help="Save the adversarial examples as safetensors "
                                                        "(x, x_adv_<norm>, first_eps_<norm>, attack_<norm>).",
                                                   rich_help_panel="Output")] = None,
+    examples: Annotated[int | None, typer.Option(help="Keep K adversarial examples in the JSON (the most curved of "
+                                                      "the samples broken at the smallest eps): input, gradient, top "
+                                                      "Hessian eigenvector, adversarial example, perturbation. "
+                                                      "Default: 6 with --save-images, else 0.", min=0,
+                                                 rich_help_panel="Output")] = None,
+    save_images: Annotated[Path | None, typer.Option(help="Write a PNG grid of those examples into this directory.",
+                                                     rich_help_panel="Output")] = None,
 ) -> None:
     """Robust accuracy against eps with per-sample worst case, 95 % intervals and gradient-masking flags."""
     from ..attacks import AttackOptions, attack_audit
@@ -91,12 +99,16 @@ def attack(
         from ..attacks.adv_store import AdvStore
 
         AdvStore(save_adv).check()
+    examples = (6 if save_images is not None else 0) if examples is None else examples
+    check_image_dir(save_images, examples)
     run_kwargs = ctx.run_kwargs
     model = ctx.load_model()
     data = ctx.load_data()
     with ctx.progress("attack") as bar:
         result = attack_audit(model, data, opts, batch_size=ctx.batch_size, progress=bar, save_adv=save_adv,
                               config={"model": model.recipe, "checkpoint": ctx.checkpoint_path}, **run_kwargs)
+    if examples and result.complete and _is_main_rank():  # rank 0 holds every sample
+        _examples(ctx, model, data, result, examples, save_images)
     render_attack(ctx, result)
     if plot is not None and result.complete:
         from ..attacks.plot import plot_robustness
@@ -105,6 +117,26 @@ def attack(
     if result.summary.get("save_adv"):
         ctx.print(f"wrote {result.summary['save_adv']}")
     ctx.finish(result)
+
+
+def _examples(ctx: Ctx, model, data, result, k: int, save_images: Path | None) -> None:
+    from ..errors import UsageError
+    from ..examples import adversarial_examples, attach_examples
+    from ..geometry import CurvatureOptions
+
+    try:
+        ex = adversarial_examples(model, data, result, k=k,
+                                  options=CurvatureOptions(seed=ctx.seed, fro_probes=0, jacobian="off"))
+    except UsageError as err:  # nothing broken, or no eps-bounded attack: say so, keep the result
+        ctx.notice(f"no adversarial examples to show: {err}")
+        return
+    attach_examples(result, ex)
+    if save_images is not None:
+        from ..plots import examples_figure
+
+        save_images.mkdir(parents=True, exist_ok=True)
+        title = f"adversarial examples: the {len(ex)} most curved of the samples broken"
+        ctx.print(f"wrote {examples_figure(ex, save_images / 'attack_examples.png', title)}")
 
 
 def render_attack(ctx: Ctx, result) -> None:

@@ -54,8 +54,9 @@ def bound(
     if shape is None and data_obj is not None:
         shape = tuple(data_obj.input_shape)
     model = ctx.load_model()
-    result = bound_audit(model, shape, lambda_beta=lambda_beta, lambda_gamma=lambda_gamma, tol=tol,
-                         max_iter=max_iter, config={"checkpoint": ctx.checkpoint_path})
+    with ctx.progress("bound: layers") as bar:
+        result = bound_audit(model, shape, lambda_beta=lambda_beta, lambda_gamma=lambda_gamma, tol=tol,
+                             max_iter=max_iter, config={"checkpoint": ctx.checkpoint_path}, progress=bar)
     render_bound(ctx, result)
     ctx.finish(result)
 

@@ -14,17 +14,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ..errors import LcnnAuditError, UsageError
 from ..rng import check_seed
+from .progress import configure_logging, progress_display
+from .width import print_wide
 
 # markup off: paths, labels and messages print literally ([exp1] stays, [/x] cannot crash the
 # printer); the few styled words pass markup=True with the data escaped (see styled())
@@ -52,6 +46,8 @@ M, D, O = "Model", "Data", "Output"
 SINGLE_SPLIT_HELP = ("Read an ImageFolder without train/ and test/ subfolders (class folders directly inside) as "
                      "the requested split; without it such a folder is refused, so that it never silently serves as "
                      "both splits.")
+VERBOSE_HELP = ("Also print the library's log messages. Without a terminal (CI), progress is a plain line every "
+                "$LCNN_AUDIT_HEARTBEAT seconds (default 15).")
 PARAMS = {
     "model": [
         ("checkpoint", Annotated[str | None, typer.Argument(
@@ -61,7 +57,7 @@ PARAMS = {
                                                           panel=M, show_default=False)], None),
         ("arch", Annotated[str | None, _opt("--arch", panel=M, help=(
             "Architecture for weight-only checkpoints: torchvision name (resnet18), built-in (small_cnn), "
-            "path/to/file.py:factory or package.module:factory."))], None),
+            "timm:NAME (needs timm), path/to/file.py:factory or package.module:factory."))], None),
         ("arch_kwargs", Annotated[str | None, _opt("--arch-kwargs", panel=M,
                                                       help="Factory keyword arguments, e.g. num_classes=100.")], None),
         ("trust_checkpoint", Annotated[bool, _opt("--trust-checkpoint", panel=M, help=(
@@ -90,8 +86,8 @@ PARAMS = {
                                                                "augmentation).")], "test"),
         ("single_split", Annotated[bool, _opt("--single-split", panel=D, help=SINGLE_SPLIT_HELP)], False),
         ("n", Annotated[int | None, _opt("--n", "--num-samples", panel=D, help=(
-            "Audit a seeded random subset of N samples (under torchrun write --num-samples: torchrun "
-            "reads --n as an abbreviation of its own options)."))],
+            "Audit a seeded random subset of N samples. Default: all samples of the split (under torchrun "
+            "write --num-samples: torchrun reads --n as an abbreviation of its own options)."))],
          None),
         ("seed", Annotated[int, _opt("--seed", panel=D, help="Seed for the subset and all random draws.")], 0),
         ("batch_size", Annotated[int, _opt("--batch-size", panel=D, help="Samples per batch.", min=1)], 128),
@@ -104,6 +100,11 @@ PARAMS = {
                                                                              "(atomically).")], None),
         ("csv_path", Annotated[Path | None, _opt("--csv", panel=O, help="Write per-sample rows as CSV.")], None),
         ("quiet", Annotated[bool, _opt("--quiet", "-q", panel=O, help="Print only the result paths.")], False),
+        ("verbose", Annotated[bool, _opt("--verbose", "-v", panel=O, help=VERBOSE_HELP)], False),
+    ],
+    "verbosity": [
+        ("quiet", Annotated[bool, _opt("--quiet", "-q", panel=O, help="Print only the result paths.")], False),
+        ("verbose", Annotated[bool, _opt("--verbose", "-v", panel=O, help=VERBOSE_HELP)], False),
     ],
     "resume": [
         ("resume", Annotated[bool, _opt("--resume", panel=O, help=(
@@ -189,25 +190,19 @@ class Ctx:
 
     @contextmanager
     def progress(self, description: str):
-        """Yield a ``progress(done, total)`` callback drawing a rich progress bar."""
+        """Yield a ``progress(done, total)`` callback: a rich bar on a terminal, heartbeat lines
+        in CI logs (see :mod:`.progress`), nothing with --quiet."""
         quiet = self.opts.get("quiet", False) or not _is_main_rank()
-        with Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
-                      disable=quiet) as bar:
-            task = bar.add_task(description, total=None)
-
-            def update(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            yield update
+        with progress_display(description, err_console, quiet=quiet) as bar:
+            yield bar
 
     def print(self, *args, **kw):
         if not self.opts.get("quiet", False) and _is_main_rank():
-            console.print(*args, **kw)
+            print_wide(console, *args, **kw)
 
     def notice(self, msg: str):
         if _is_main_rank():
-            err_console.print(styled("[yellow]note:[/] {}", msg), markup=True)
+            err_console.print(styled("[yellow]note:[/] {}", msg), markup=True, soft_wrap=True)
 
     def finish(self, result) -> None:
         """Write --json/--csv and say where; mark an interrupted run.
@@ -287,13 +282,15 @@ def command_options(*groups: str):
         @functools.wraps(fn)
         def wrapper(**kwargs):
             ctx = Ctx({k: kwargs.pop(k) for k in list(kwargs) if k in shared})
+            configure_logging(ctx.opts.get("verbose", False), err_console)
             try:
                 check_float_options(kwargs)
                 if "output" in groups:
                     ctx.check_outputs()  # the command checks its own outputs with these again
                 if "seed" in ctx.opts:
                     check_seed(ctx.opts["seed"])
-                return fn(ctx=ctx, **kwargs)
+                with cli_warnings():
+                    return fn(ctx=ctx, **kwargs)
             except LcnnAuditError as err:
                 fail(err)
             except KeyboardInterrupt:
@@ -323,8 +320,10 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        configure_logging(kwargs.get("verbose", False), err_console)
         try:
-            return fn(*args, **kwargs)
+            with cli_warnings():
+                return fn(*args, **kwargs)
         except LcnnAuditError as err:
             fail(err)
         except KeyboardInterrupt:
@@ -332,6 +331,19 @@ def handle_errors(fn):
             raise typer.Exit(interrupt_code()) from None
 
     return wrapper
+
+
+@contextmanager
+def cli_warnings():
+    """The CLI prints the notices of every result itself (``note: ...``): silence the
+    :class:`~lcnn_audit.notices.LcnnAuditNotice` warnings the library raises for notebooks."""
+    import warnings
+
+    from ..notices import LcnnAuditNotice
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcnnAuditNotice)
+        yield
 
 
 def parse_float_list(text: str | None, what: str) -> list[float] | None:

@@ -39,7 +39,7 @@ DataOpt = Annotated[str | None, _opt("--data", panel=D, help=(
     "gives the input size (one batch) and the clean accuracy before and after."))]
 DataRootOpt = Annotated[Path | None, _opt("--data-root", panel=D, help="Where named datasets live (default ./data).")]
 SplitOpt = Annotated[str, _opt("--split", panel=D, help="train or test.")]
-NOpt = Annotated[int | None, _opt("--n", panel=D, help="Use a seeded random subset of N samples.")]
+NOpt = Annotated[int | None, _opt("--n", panel=D, help="Use a seeded random subset of N samples (default: all).")]
 SeedOpt = Annotated[int, _opt("--seed", panel=D, help="Seed for the subset.")]
 BatchOpt = Annotated[int, _opt("--batch-size", panel=D, help="Samples per batch.", min=1)]
 DownloadOpt = Annotated[bool, _opt("--download", panel=D, help="Download a named dataset if missing.")]

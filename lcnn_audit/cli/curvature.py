@@ -1,11 +1,13 @@
 """``lcnn-audit curvature``: per-sample input gradient, Hessian and curvature."""
 
+import dataclasses
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from . import app
-from .common import Ctx, command_options
+from .common import Ctx, _is_main_rank, command_options
 from .render import fmt, stats_table
 
 G = "Geometry"
@@ -41,6 +43,11 @@ def curvature(
                                                               "as the paper's baseline (1000).",
                                                          rich_help_panel=G)] = None,
     dtype: Annotated[str, typer.Option(help="float32, or float64 for validation.", rich_help_panel=G)] = "float32",
+    examples: Annotated[int, typer.Option(help="Keep the K most curved samples' input, gradient and top Hessian "
+                                               "eigenvector in the JSON (for the report; 0: off).", min=0,
+                                          rich_help_panel="Output")] = 6,
+    save_images: Annotated[Path | None, typer.Option(help="Write a PNG grid of the --examples most curved samples "
+                                                          "into this directory.", rich_help_panel="Output")] = None,
 ) -> None:
     """Per-sample ‖∇f‖, ‖∇²f‖₂ and normalised curvature C = ‖∇²f‖₂/(‖∇f‖₂+ε) (LCNN §3.1)."""
     from ..geometry import CurvatureOptions, curvature_audit
@@ -49,13 +56,37 @@ def curvature(
                             iters=iters, profile=profile, fd_h=fd_h, eps=eps, fro_probes=fro_probes,
                             jacobian=jacobian, smooth_relu=smooth_relu, dtype=dtype, seed=ctx.seed)
     opts.validate()
+    check_image_dir(save_images, examples)
     model = ctx.load_model()
     data = ctx.load_data()
     with ctx.progress("curvature") as bar:
         result = curvature_audit(model, data, opts, batch_size=ctx.batch_size, progress=bar,
                                  config={"model": model.recipe, "checkpoint": ctx.checkpoint_path}, **ctx.run_kwargs)
+    if examples and result.complete and _is_main_rank():  # rank 0 holds every sample
+        from ..examples import attach_examples, curved_examples
+
+        ex = curved_examples(model, data, result, k=min(examples, len(result)),
+                             options=dataclasses.replace(opts, fro_probes=0, jacobian="off"))
+        attach_examples(result, ex)
+        if save_images is not None:
+            from ..plots import examples_figure
+
+            save_images.mkdir(parents=True, exist_ok=True)
+            ctx.print(f"wrote {examples_figure(ex, save_images / 'curvature_most_curved.png')}")
     render_curvature(ctx, result)
     ctx.finish(result)
+
+
+def check_image_dir(path: Path | None, examples: int) -> None:
+    """--save-images DIR: a directory (or a new path) and examples to draw, checked before any work."""
+    from ..errors import UsageError
+
+    if path is None:
+        return
+    if examples < 1:
+        raise UsageError("--save-images needs --examples K with K >= 1")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--save-images {path} is a file; give a directory")
 
 
 def render_curvature(ctx: Ctx, result) -> None:

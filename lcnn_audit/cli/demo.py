@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import Ctx, console, handle_errors, styled
+from .common import VERBOSE_HELP, Ctx, console, handle_errors, styled
 
 
 @app.command()
@@ -15,6 +15,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the results.")] = Path("lcnn-audit-demo"),
     n: Annotated[int, typer.Option(help="Samples of the bundled test sample to audit.")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result paths.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
 ) -> None:
     """Run the audits on the bundled demo CNN and Fashion-MNIST sample (no downloads)."""
     from ..demo import DEMO_STEPS, run_demo

@@ -6,7 +6,17 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import SINGLE_SPLIT_HELP, Ctx, command_options, console, err_console, parse_float_list, styled
+from .common import (
+    SINGLE_SPLIT_HELP,
+    VERBOSE_HELP,
+    Ctx,
+    command_options,
+    console,
+    err_console,
+    parse_float_list,
+    styled,
+)
+from .progress import configure_logging, progress_display
 from .render import fmt
 
 T, P, A, D, R = "Training", "Penalties", "Adversarial training", "Data", "Run"
@@ -35,6 +45,7 @@ def finetune(
                                                           "stopped (same options required).")] = False,
     json_path: Annotated[Path | None, _opt("--json", panel=R, help="Also write the final log JSON here.")] = None,
     quiet: Annotated[bool, _opt("--quiet", "-q", panel=R, help="Print only the result paths.")] = False,
+    verbose: Annotated[bool, _opt("--verbose", "-v", panel=R, help=VERBOSE_HELP)] = False,
     data: Annotated[str, _opt("--data", panel=D, help="Training data (its train split; test accuracy and curvature "
                                                       "use its test split): demo, fashion-mnist, cifar10, ... or a "
                                                       ".pt/.npz file.")] = "demo",
@@ -45,7 +56,8 @@ def finetune(
     data_root: Annotated[Path | None, _opt("--data-root", panel=D, help="Where named datasets live.")] = None,
     download: Annotated[bool, _opt("--download", panel=D, help="Download a named dataset if missing.")] = False,
     single_split: Annotated[bool, _opt("--single-split", panel=D, help=SINGLE_SPLIT_HELP)] = False,
-    n: Annotated[int | None, _opt("--n", panel=D, help="Train on a seeded subset of N training samples.")] = None,
+    n: Annotated[int | None, _opt("--n", panel=D, help="Train on a seeded subset of N training samples (default: "
+                                                       "all).")] = None,
     eval_n: Annotated[int | None, _opt("--eval-n", panel=D, help="Test accuracy on a seeded subset of N test "
                                                                  "samples (default: all).")] = None,
     curvature_n: Annotated[int, _opt("--curvature-n", panel=D, help="Test samples audited for mean curvature after "
@@ -125,6 +137,7 @@ def finetune(
         curvature_n=curvature_n, eval_n=eval_n, seed=seed)
     config.validate()
     ctx.opts.update(data=data, device=device, quiet=quiet)
+    configure_logging(verbose, err_console)
     from ..data import load_data, same_samples
 
     train_data = load_data(data, "train", n=n, seed=seed, data_root=data_root, download=download,
@@ -193,31 +206,29 @@ def epoch_line(rec: dict, epochs: int) -> str:
 
 
 class _live:
-    """A rich progress bar over the steps of each epoch, plus one printed line per epoch."""
+    """Progress over the steps of each epoch (a bar on a terminal, heartbeat lines in a log),
+    reset at every epoch so that its rate and ETA are the epoch's; one printed line per epoch."""
 
     def __init__(self, ctx: Ctx, epochs: int):
         self.ctx, self.epochs = ctx, epochs
+        self.epoch = None
 
     def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(),
-                            MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err_console,
-                            transient=True, disable=self.ctx.opts.get("quiet", False))
-        self.bar.__enter__()
-        self.task = self.bar.add_task("epoch", total=None, info="")
+        self._cm = progress_display("epoch", err_console, quiet=self.ctx.opts.get("quiet", False), unit="steps")
+        self.bar = self._cm.__enter__()
 
         def on_step(s) -> None:
-            self.bar.update(self.task, description=f"epoch {s.epoch}/{self.epochs}", completed=s.step,
-                            total=s.steps, info=f"loss {s.loss:.4f}  objective {s.objective:.4f}  lr {s.lr:.3g}")
+            if s.epoch != self.epoch:
+                self.epoch = s.epoch
+                self.bar.reset(f"epoch {s.epoch}/{self.epochs}")
+            self.bar(s.step, s.steps, info=f"loss {s.loss:.4f}  objective {s.objective:.4f}  lr {s.lr:.3g}")
 
         def on_epoch(rec: dict) -> None:
             if not self.ctx.opts.get("quiet", False):
-                self.bar.console.print(epoch_line(rec, self.epochs), highlight=False)
+                err_console.print(epoch_line(rec, self.epochs), highlight=False)
 
         return on_step, on_epoch
 
     def __exit__(self, *exc):
-        self.bar.__exit__(*exc)
+        self._cm.__exit__(*exc)
         return False

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import app
-from .common import Ctx, console, err_console, handle_errors, plain, styled
+from .common import VERBOSE_HELP, Ctx, console, err_console, handle_errors, plain, styled
 
 O = "Output"
 STYLE = {"pass": "green", "fail": "bold red", "error": "yellow", "skip": "dim"}
@@ -48,6 +48,7 @@ def gate(
     trust_policy: Annotated[bool, typer.Option(
         "--trust-policy", help="Allow the policy's model.arch to name code (file.py:factory, package.module:factory) "
                                "and its model.trust_checkpoint: only for a policy you wrote or reviewed.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP, rich_help_panel=O)] = False,
 ) -> None:
     """Run a policy's audits (or read --results) and check every metric against its bound.
 
@@ -117,7 +118,7 @@ def render_verdict(ctx: Ctx, verdict) -> None:
         ctx.notice(note)
     table = Table(title=plain(f"gate {verdict.name}: {len(verdict.checks)} check(s)"), title_justify="left")
     for col in ("status", "check", "value", "bound", "detail"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("status", "value", "bound"))
     for c in verdict.checks:
         table.add_row(Text(c.status, style=STYLE.get(c.status, "")),
                       *(plain(t) for t in (c.name, value_text(c), bound_text(c), c.message)))

@@ -5,7 +5,7 @@ from .common import Ctx, command_options
 
 
 @app.command()
-@command_options("model", "data")
+@command_options("model", "data", "verbosity")
 def info(ctx: Ctx) -> None:
     """Load a model and data as every command would, and describe them (a dry run)."""
     import torch

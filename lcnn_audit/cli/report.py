@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import console, handle_errors
+from .common import VERBOSE_HELP, console, handle_errors
 
 
 @app.command()
@@ -24,6 +24,8 @@ def report(
         show_default=False)] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "lcnn-audit report",
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the figures.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
 ) -> None:
     """Tables in the style of LCNN Tables 1-3 (one row per model), curvature histograms,
     gradient-robustness curves and robust accuracy against eps."""
@@ -33,4 +35,6 @@ def report(
     check_report_path(output)
     check_outputs({"-o": output}, {"RUN.json": inputs})
     runs, verdicts = load_inputs(inputs, label)
-    console.print(f"wrote {write_report(runs, output, verdicts, title=title, plots=plots)}")
+    path = write_report(runs, output, verdicts, title=title, plots=plots)
+    if not quiet:
+        console.print(f"wrote {path}")

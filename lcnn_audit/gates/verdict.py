@@ -134,7 +134,10 @@ class Verdict:
         return {"pass": 0, "fail": 1, "error": 2}[self.status]
 
     def to_dict(self) -> dict:
-        return {"kind": VERDICT_KIND, "lcnn_audit_version": self.lcnn_audit_version, "policy": self.policy,
+        from ..results import SCHEMA_VERSION  # noqa: PLC0415
+
+        return {"kind": VERDICT_KIND, "schema_version": SCHEMA_VERSION,
+                "lcnn_audit_version": self.lcnn_audit_version, "policy": self.policy,
                 "name": self.name, "status": self.status, "exit_code": self.exit_code,
                 "counts": {s: self.count(s) for s in STATUSES}, "checks": [c.to_dict() for c in self.checks],
                 "sources": dict(self.sources), "notices": list(self.notices), "seconds": self.seconds}

@@ -7,9 +7,11 @@ import time
 import torch
 from torch import nn
 
+from ..coerce import as_image_data
 from ..data import ImageData
 from ..independence import check_batch_independence
 from ..loading import check_model_data
+from ..notices import emit_notices
 from ..results import AuditResult, environment, summarize_fields
 from ..runner import Progress, run_batches
 from .gauss_newton import has_relu
@@ -44,6 +46,7 @@ def curvature_audit(
 
     The model's mode and ``requires_grad`` flags are restored afterwards.
     """
+    data = as_image_data(data)
     opts = options or CurvatureOptions()
     opts.validate()
     device = model_device(model)
@@ -82,6 +85,7 @@ def curvature_audit(
     summary["not_converged"] = sum(1 for c in per_sample.get("converged", []) if not c)
     summary["notices"] = notices
     summary["num_classes"] = num_classes
+    emit_notices("curvature", notices)
     return AuditResult(
         command="curvature", config=cfg, summary=summary, per_sample=per_sample,
         timing={"seconds": time.perf_counter() - t0, "samples_per_second": len(data) / max(run.seconds, 1e-9)},

@@ -104,10 +104,12 @@ def _start_vectors(g: torch.Tensor, index: torch.Tensor, opts: CurvatureOptions,
 
 
 def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-                     opts: CurvatureOptions) -> tuple[dict[str, torch.Tensor], str]:
+                     opts: CurvatureOptions, vectors: bool = False) -> tuple[dict[str, torch.Tensor], str]:
     """All per-sample fields for one batch; returns (fields, method used).
 
-    ``model`` must already be in measurement state (see ``state.measurement_state``).
+    ``model`` must already be in measurement state (see ``state.measurement_state``). With
+    ``vectors``, also ``gradient`` ∇f and ``top_vector`` u₁ (the unit eigenvector of the
+    eigenvalue of largest magnitude, ``hessian_eigs``' first), shaped like ``x``.
     """
     labels = resolve_labels(model, x, y, opts.label)
     objective = make_objective(model, labels, opts.target)
@@ -187,6 +189,10 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     out["iterations"] = res.iterations
     out["label"] = labels if opts.label == "pred" else y
     out["pred"] = logits.argmax(1)
+    if vectors:
+        out["gradient"] = g
+        out["top_vector"] = res.top_vector.reshape(shape)
+        out["top_eig"] = res.eigs[:, 0].double()
     return {k: v.detach() for k, v in out.items()}, method
 
 

@@ -23,10 +23,13 @@ import torch
 from torch import nn
 
 from .. import rng
+from ..coerce import as_image_data
 from ..data import ImageData
 from ..errors import UsageError
 from ..independence import check_batch_independence
 from ..loading import check_model_data, require_finite
+from ..notices import emit_notices
+from ..progress import new_phase
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, run_batches
 from .audit import curvature_audit, model_device
@@ -128,6 +131,7 @@ def grad_robustness(
 ) -> AuditResult:
     """Relative gradient change under random (and optionally adversarial) noise of each
     radius, beside Proposition 1's quadratic approximation and bound (LCNN Fig. 2)."""
+    data = as_image_data(data)
     opts = options or GradRobustnessOptions()
     opts.validate()
     copts = opts.curvature
@@ -175,6 +179,7 @@ def grad_robustness(
             "constant image regions the window values tie exactly, so even tiny noise picks another subgradient; "
             "expect a floor in the relative gradient change as the radius goes to 0 (Proposition 1 assumes a "
             "twice-differentiable f)")
+    emit_notices("grad-robustness", summary["notices"])
     return AuditResult(command="grad-robustness", config=cfg, summary=summary, per_sample=ps,
                        timing={"seconds": time.perf_counter() - t0}, environment=environment(device),
                        complete=run.complete)
@@ -216,11 +221,13 @@ def discrepancy(
 ) -> AuditResult:
     """Train-test discrepancy Δtt g = |g(test) − g(train)| / g(test) of the split means of
     gradient norm, Hessian norm and curvature (LCNN Table 3), same engine and settings."""
+    train_data, test_data = as_image_data(train_data), as_image_data(test_data)
     opts = options or CurvatureOptions()
     t0 = time.perf_counter()
     results = {}
     for split, data in (("train", train_data), ("test", test_data)):
         sp = None if state_path is None else f"{state_path}.{split}"
+        new_phase(progress, f"discrepancy ({split})")
         results[split] = curvature_audit(model, data, opts, batch_size=batch_size, state_path=sp, resume=resume,
                                          keep_state=keep_state, progress=progress, config=config)
     complete = all(r.complete for r in results.values())
