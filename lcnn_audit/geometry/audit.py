@@ -51,7 +51,7 @@ def curvature_audit(
     t0 = time.perf_counter()
     with measurement_state(model, opts.dtype, opts.smooth_relu) as prep:
         num_classes = check_model_data(prep.model, probe.x.to(device, prep.dtype), data.labels)
-        notices = list(prep.notices)
+        notices = prep.notices
         if opts.smooth_relu is None and has_relu(prep.model):
             notices.append("the model uses ReLU: its input Hessian is only the softmax part JᵀAJ (ReLU has no "
                            "second derivative); pass --smooth-relu 1000 to measure the softplus surrogate "
@@ -75,7 +75,7 @@ def curvature_audit(
     summary["n"] = len(per_sample.get("index", []))
     summary["method"] = sorted(methods)[0] if len(methods) == 1 else sorted(methods)
     summary["not_converged"] = sum(1 for c in per_sample.get("converged", []) if not c)
-    summary["notices"] = notices
+    summary["notices"] = list(notices)
     summary["num_classes"] = num_classes
     return AuditResult(
         command="curvature", config=cfg, summary=summary, per_sample=per_sample,

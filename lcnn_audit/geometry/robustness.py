@@ -153,7 +153,7 @@ def grad_robustness(
     ps = run.per_sample
     summary = summarize_curves(ps, opts.radii) if ps.get("index") else {}
     summary["n"] = len(ps.get("index", []))
-    summary["notices"] = []
+    summary["notices"] = list(prep.notices)
     if copts.smooth_relu is None and has_relu(model):
         summary["notices"].append(
             "the model uses ReLU: its gradient jumps across activation boundaries, which Proposition 1 (for "
