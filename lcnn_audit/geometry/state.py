@@ -4,7 +4,8 @@ Measurement state: eval mode (so the batch Hessian is block-diagonal), parameter
 requiring grad (double backward then skips weight gradients), TF32 off (it costs ~1e-3
 relative accuracy), optional fp64, optionally ReLU-family activations replaced by softplus(β)
 surrogates, and ops without double backward (SDPA kernels, hardsigmoid/hardswish) run in
-twice-differentiable forms (``differentiable``).
+twice-differentiable forms (``differentiable``). Parametrised weights (the spectral norms of
+a converted model) are computed once per measurement (``torch.nn.utils.parametrize.cached``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..errors import UsageError
 from ..loading import set_eval
@@ -148,7 +150,9 @@ def measurement_state(model: nn.Module, dtype: str = "float32", smooth_relu_beta
         if DTYPES[dtype] != torch.float32:
             work = copy.deepcopy(work) if work is model else work
             work = work.to(DTYPES[dtype])
-        with tf32_disabled(), twice_differentiable() as mode:
+        # parametrised weights (spectral norm: W/σ) are fixed while measuring: compute each once, not
+        # on every forward (for a converted VGG11-BN that was ~30 % of every HVP, docs/benchmarks.md)
+        with tf32_disabled(), twice_differentiable() as mode, parametrize.cached():
             yield Prepared(work, DTYPES[dtype], notices)
         notices.extend(mode.notices())  # read by the audits after the block
     finally:
