@@ -138,6 +138,7 @@ class ConversionReport:
     notes: list[str] = field(default_factory=list)
     traced: bool = False
     graph_rewritten: bool = False
+    trace_training: bool = False  # the mode torch.fx traced in (``if self.training`` branches are baked in)
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(s["kind"] for s in self.swapped))
@@ -155,6 +156,7 @@ class ConversionReport:
             "batchnorm": [s["name"] for s in by_kind["batchnorm"]],
             "conv": {s["name"]: s["input_shape"] for s in by_kind["conv"]},
             "linear": [s["name"] for s in by_kind["linear"]],
+            "trace_training": self.trace_training,
             "report": {"swapped": self.swapped, "skipped": self.skipped, "notes": self.notes},
         }
 
@@ -310,6 +312,7 @@ def convert_model(model: nn.Module, options: ConvertOptions | None = None, input
 
     gm, reason = trace(net)
     report.traced = gm is not None
+    report.trace_training = bool(net.training)
     kinds = opts.activation_kinds if opts.activations else ()
     probe = _probe(model, net, example.to(device, dtype), kinds, count_functional=gm is None and bool(kinds))
     pairs = _fold_pairs(gm) if gm is not None else {}
@@ -518,6 +521,9 @@ def rebuild_converted(net: nn.Module, convert_recipe: dict) -> nn.Module:
                               f"lcnn-audit reads version {RECIPE_VERSION}")
     opts = ConvertOptions.from_dict(convert_recipe.get("options", {}))
     recorded = list(convert_recipe.get("activations", []))
+    if "trace_training" in convert_recipe:
+        # trace in the conversion's mode: GoogLeNet/Inception skip their aux heads in eval mode
+        net.train(bool(convert_recipe["trace_training"]))
     if opts.activations:
         net, swap = replace_activations(net, lambda: CenteredSoftplus(opts.beta_init), kinds=opts.activation_kinds,
                                         use_fx=opts.use_fx)

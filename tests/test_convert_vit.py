@@ -62,3 +62,36 @@ def test_vit_convert_reloads_without_user_code_and_audits(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(js.read_text())["summary"]
     assert any("math kernel" in n for n in summary["notices"]) and summary["method"] == "lanczos"
+
+
+class AuxNet(torch.nn.Module):
+    """Like GoogLeNet/Inception: an auxiliary head used only in train mode, functional ReLUs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 64, 10)
+        self.aux = torch.nn.Linear(4 * 64, 10)
+
+    def forward(self, x):
+        h = torch.nn.functional.relu(self.conv(x))
+        out = self.fc(h.flatten(1))
+        if self.training:
+            return out + self.aux(torch.nn.functional.relu(h - 1).flatten(1))
+        return out
+
+
+def test_converted_model_with_train_only_branch_reloads(tmp_path):
+    """The fx trace at conversion (eval) and at rebuild (a fresh model is in train mode) used to
+    see different activations: GoogLeNet and Inception-v3 files did not reload."""
+    from lcnn_audit.loading import save_model
+
+    net = AuxNet().eval()
+    conv, rep = convert_model(net, input_shape=(3, 8, 8))
+    assert rep.trace_training is False and rep.recipe["trace_training"] is False
+    path = save_model(conv, tmp_path / "c.safetensors", {"arch": "tests.test_convert_vit:AuxNet", "arch_kwargs": {},
+                                                         "normalize": None, "convert": rep.recipe})
+    loaded = load_model(path)
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), conv.eval()(x))
