@@ -52,6 +52,7 @@ class Representative:
     kwargs: dict = field(default_factory=dict)
     expected: dict = field(default_factory=dict)  # command -> "pass" (default) or an error substring
     why: str = ""  # why the size/kwargs/expected differ from the default
+    heavy: bool = False  # too slow for the test suite at its smallest input: the script covers it
 
 
 REPRESENTATIVES: dict[str, Representative] = {
@@ -62,8 +63,9 @@ REPRESENTATIVES: dict[str, Representative] = {
     "efficientnet_v2": Representative("efficientnet_v2_s"),
     "googlenet": Representative("googlenet"),
     "inception_v3": Representative("inception_v3", 75, why="its stem needs 75×75"),
-    "maxvit": Representative("maxvit_t", 224, why="every stage's feature map must split into 7×7 windows and "
-                                                  "the stem halves 224 → 112 → … → 7; the input size is fixed"),
+    "maxvit": Representative("maxvit_t", 224, heavy=True,
+                             why="every stage's feature map must split into 7×7 windows and the stem halves "
+                                 "224 → 112 → … → 7; the input size is fixed"),
     "mnasnet": Representative("mnasnet0_5"),
     "mobilenet_v2": Representative("mobilenet_v2"),
     "mobilenet_v3": Representative("mobilenet_v3_small"),
@@ -200,6 +202,17 @@ def markdown(results: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def _meta(quick: bool, results: dict) -> dict:
+    import os
+
+    import torchvision
+
+    total = sum(r["build_seconds"] + sum(r[c]["seconds"] for c in COMMANDS) for r in results.values())
+    return {"machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s) on {os.cpu_count()} shared cores",
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "threads": torch.get_num_threads(),
+            "quick": quick, "total_seconds": total}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", help="comma-separated subset (default: all)")
@@ -207,10 +220,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json")
     ap.add_argument("--markdown")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--update", action="store_true", help="merge into the results already in --json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    import torchvision
-
     fams = families()
     missing = sorted(set(fams) - set(REPRESENTATIVES))
     if missing:
@@ -218,22 +230,21 @@ def main(argv=None) -> int:
         return 2
     chosen = args.families.split(",") if args.families else sorted(fams)
     results, failures = {}, []
-    t0 = time.perf_counter()
+    if args.update and args.json and Path(args.json).is_file():
+        results = json.loads(Path(args.json).read_text())["results"]
     with tempfile.TemporaryDirectory() as tmp:
         for fam in chosen:
             r = run_family(fam, Path(tmp), quick=args.quick)
             results[fam] = r
+            if args.json:  # after every family, so an interrupted run keeps what it measured
+                Path(args.json).write_text(json.dumps({"meta": _meta(args.quick, results), "results": results},
+                                                      indent=1))
             print(f"{fam:16s} " + "  ".join(f"{c}={r[c]['outcome'][:60]} ({r[c]['seconds']:.1f}s)" for c in COMMANDS),
                   flush=True)
             for c in COMMANDS:
                 if not matches(r[c]["outcome"], REPRESENTATIVES[fam].expected.get(c, "pass")):
                     failures.append(f"{fam} {c}: {r[c]['outcome']}")
-    meta = {"machine": f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} of "
-                       f"{__import__('os').cpu_count()} cores (shared)".replace("  ", " "),
-            "torch": torch.__version__, "torchvision": torchvision.__version__, "threads": torch.get_num_threads(),
-            "quick": args.quick, "total_seconds": time.perf_counter() - t0}
-    if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    meta = _meta(args.quick, results)
     if args.markdown:
         Path(args.markdown).write_text(markdown(results, meta))
     for f in failures:
