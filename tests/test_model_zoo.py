@@ -3,13 +3,14 @@ with an expected outcome per command, one small model runs every command here, a
 test runs one model per family (issue #18)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 _PATH = Path(__file__).resolve().parents[1] / "scripts" / "model_zoo.py"
 _spec = importlib.util.spec_from_file_location("model_zoo", _PATH)
-zoo = importlib.util.module_from_spec(_spec)
+zoo = sys.modules.setdefault("model_zoo", importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(zoo)
 
 
