@@ -222,3 +222,33 @@ def test_mobilenet_v2_smooth_relu_leaves_gauss_newton():
     assert not any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in out.modules()) and not notices
     _, method, _ = _geometry(model, x, y, smooth_relu_beta=1000.0)
     assert method == "lanczos"
+
+
+class _HardAttention(nn.Module):
+    """1×28×28 → 7×7 patches → Hardswish → MultiheadAttention (SDPA path) → logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(1, 8, 7, stride=7)
+        self.act = nn.Hardswish()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        t = self.act(self.patch(x)).flatten(2).transpose(1, 2)
+        return self.fc(self.attn(t, t, t, need_weights=False)[0].mean(1))
+
+
+def test_gradient_penalty_training_through_attention_and_hardswish():
+    """GradReg differentiates ∇ₓℓ, so training needs the same substitutions as measuring."""
+    from lcnn_audit.data import load_data
+    from lcnn_audit.loading import AuditModel
+    from lcnn_audit.penalties import PenaltyConfig
+    from lcnn_audit.training import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = AuditModel(_HardAttention())
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=0.01, curvature_n=0, eval_batch_size=16, seed=0,
+                      penalties=PenaltyConfig(gradreg=1.0))
+    res = train(model, load_data("demo", "train", n=16, seed=0), None, cfg, handle_sigint=False)
+    assert res.summary["epochs"][0]["penalties"]["gradreg"] > 0
