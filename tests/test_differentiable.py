@@ -252,3 +252,16 @@ def test_gradient_penalty_training_through_attention_and_hardswish():
                       penalties=PenaltyConfig(gradreg=1.0))
     res = train(model, load_data("demo", "train", n=16, seed=0), None, cfg, handle_sigint=False)
     assert res.summary["epochs"][0]["penalties"]["gradreg"] > 0
+
+
+def test_clamp_hardswish_hvp_equals_torch_native_double_backward():
+    """torch 2.14 differentiates hardswish's backward: the clamp form must agree with it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Hardswish(), nn.Flatten(), nn.Linear(256, 5))
+    model = model.double().eval()
+    x, y = torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1])
+    v = torch.randn_like(x)
+    native = BatchedHVP(make_objective(model, y), x)(v)
+    with twice_differentiable():
+        ours = BatchedHVP(make_objective(model, y), x)(v)
+    assert (ours - native).norm() <= 1e-7 * native.norm()

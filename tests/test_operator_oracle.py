@@ -6,7 +6,7 @@ HVPs and of Lanczos) of the audited objective f(x) = cross-entropy(model(x), y) 
 (``objective.per_sample_objective``), for each sample separately. Every sample the engine marks
 ``converged`` must match max |eig| within the tolerance, and the gradient norm within 1e-9.
 For hardswish/hardsigmoid the oracle runs an independent ``torch.where`` form of torch's
-definition (the fused kernels have no second derivative for the oracle either).
+definition (torch's hardsigmoid kernel has no second derivative for the oracle either).
 """
 
 import pytest

@@ -7,8 +7,10 @@ Two kinds of torch op compute the right function but have a backward without a d
   with ``need_weights=False``, most user transformers) dispatches to a flash/efficient kernel
   whose backward has no derivative. Its math kernel is ordinary differentiable ops, so
   :func:`twice_differentiable` selects it with ``sdpa_kernel(SDPBackend.MATH)``, on CPU and CUDA.
-* ``hardsigmoid``/``hardswish`` (MobileNetV3) have fused backward kernels without a derivative.
-  Both are piecewise polynomials; :class:`ExactHardActivations` evaluates them as
+* ``hardsigmoid`` (MobileNetV3's squeeze-excitation) has a fused backward kernel without a
+  derivative ("derivative for aten::hardsigmoid_backward is not implemented"); torch 2.14 does
+  differentiate ``hardswish``'s backward, but not every torch version does, so both go through
+  one definition. Both are piecewise polynomials; :class:`ExactHardActivations` evaluates them as
 
       hardsigmoid(x) = clamp(x/6 + 1/2, 0, 1),    hardswish(x) = x · hardsigmoid(x),
 
@@ -79,7 +81,7 @@ class ExactHardActivations(TorchFunctionMode):
         if hard:
             out.append(f"{'/'.join(hard)} ({sum(self.seen[k] for k in hard)} call(s)) evaluated in the "
                        "equivalent clamp form clamp(x/6+1/2, 0, 1), whose backward is differentiable (torch's "
-                       "fused kernel has no double backward)")
+                       "fused hardsigmoid kernel has no double backward)")
         return out
 
 
