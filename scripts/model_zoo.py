@@ -18,6 +18,8 @@ Families come from ``torchvision.models.list_models(module=torchvision.models)``
 ``tests/test_model_zoo.py::test_every_family_has_a_representative`` fail until it gets an entry.
 
     python scripts/model_zoo.py [--families resnet,vit] [--quick] [--json zoo.json] [--markdown docs/models.md]
+    python scripts/model_zoo.py --families mnasnet --quick --json zoo.json --update   # rerun one family
+    python scripts/model_zoo.py --json zoo.json --markdown docs/models.md --render     # table from a run
 
 ``--quick`` caps Lanczos at 5 steps without Frobenius probes and the conversion's spectral
 norms at 50 steps (what the slow test runs); the table in docs/models.md is the full run.
@@ -223,6 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--update", action="store_true", help="merge into the results already in --json")
+    ap.add_argument("--render", action="store_true", help="only write --markdown from the results in --json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     fams = families()
@@ -230,6 +233,10 @@ def main(argv=None) -> int:
     if missing:
         print(f"error: families without a representative: {missing}; add them to REPRESENTATIVES", file=sys.stderr)
         return 2
+    if args.render:
+        saved = json.loads(Path(args.json).read_text())
+        Path(args.markdown).write_text(markdown(saved["results"], saved["meta"]))
+        return 0
     chosen = args.families.split(",") if args.families else sorted(fams)
     results, failures = {}, []
     if args.update and args.json and Path(args.json).is_file():
