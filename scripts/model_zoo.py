@@ -194,8 +194,10 @@ def markdown(results: dict, meta: dict) -> str:
     if notes:
         lines += ["", "Sizes and variants:", "", *notes]
     lines += ["", "What the commands do on these families (details in docs/curvature.md and docs/convert.md):", "",
-              "* attention (ViT, Swin, Swin V2, MaxViT) runs on the math SDPA kernel during curvature and attacks, "
-              "and the output says so; hardsigmoid/hardswish (MobileNetV3) run in their exact clamp form;",
+              "* ViT's attention (`nn.MultiheadAttention`, i.e. `scaled_dot_product_attention`) runs on the math "
+              "SDPA kernel during curvature and attacks, and the output says so (Swin, Swin V2 and MaxViT compute "
+              "their attention with explicit matmul and softmax); hardsigmoid/hardswish (MobileNetV3) run in their "
+              "exact clamp form;",
               "* `--smooth-relu` replaces every ReLU-family activation (ReLU, ReLU6, Hardtanh, LeakyReLU, PReLU, "
               "Hardsigmoid, Hardswish), modules and functional calls, and names anything it cannot smooth "
               "(max-pooling);",
