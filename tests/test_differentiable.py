@@ -15,8 +15,14 @@ from lcnn_audit.geometry import CurvatureOptions, compute_geometry
 from lcnn_audit.geometry.differentiable import hardsigmoid, hardswish, twice_differentiable
 from lcnn_audit.geometry.hvp import BatchedHVP
 from lcnn_audit.geometry.objective import make_objective
-from lcnn_audit.geometry.smooth import SmoothHardsigmoid, SmoothHardswish, SmoothHardtanh, SmoothLeakyReLU
-from lcnn_audit.geometry.state import measurement_state, smooth_relu_report
+from lcnn_audit.geometry.smooth import (
+    SmoothHardsigmoid,
+    SmoothHardswish,
+    SmoothHardtanh,
+    SmoothLeakyReLU,
+    smooth_relu_report,
+)
+from lcnn_audit.geometry.state import measurement_state
 
 FAST = {"max_iter": 4, "fro_probes": 0, "jacobian": "off"}
 

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import UsageError
 from ..loading import set_eval
-from ..surgery import Call, substitute
 from .differentiable import twice_differentiable
-from .smooth import SmoothHardsigmoid, SmoothHardswish, SmoothHardtanh, SmoothLeakyReLU, SmoothReLU
+from .smooth import smooth_relu, smooth_relu_report  # noqa: F401 - smooth_relu re-exported
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -40,73 +37,6 @@ class Prepared:
 def _train_mode_bn(model: nn.Module) -> list[str]:
     return [n or type(model).__name__ for n, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-
-
-#: --smooth-relu replaces these (exact module types and functional forms) by softplus surrogates
-SMOOTH_MODULES: dict[str, tuple[type[nn.Module], ...]] = {
-    "relu": (nn.ReLU,), "relu6": (nn.ReLU6,), "hardtanh": (nn.Hardtanh,), "leaky_relu": (nn.LeakyReLU,),
-    "prelu": (nn.PReLU,), "hardsigmoid": (nn.Hardsigmoid,), "hardswish": (nn.Hardswish,),
-}
-SMOOTH_FUNCTIONS: dict[str, tuple] = {
-    "relu": (F.relu, torch.relu, F.relu_, torch.relu_), "relu6": (F.relu6,), "hardtanh": (F.hardtanh, F.hardtanh_),
-    "leaky_relu": (F.leaky_relu, F.leaky_relu_), "hardsigmoid": (F.hardsigmoid,), "hardswish": (F.hardswish,),
-}
-SMOOTH_METHODS = {"relu": ("relu", "relu_")}
-#: non-smooth modules --smooth-relu has no surrogate for (named in a notice when present)
-NON_SMOOTH = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.Threshold, nn.Hardshrink,
-              nn.Softshrink, nn.Hardsigmoid, nn.Hardswish, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-              nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
-
-
-def _arg(call: Call, i: int, name: str, default):
-    return call.args[i] if len(call.args) > i else call.kwargs.get(name, default)
-
-
-def _smooth_builder(beta: float):
-    def build(kind: str, orig) -> nn.Module | None:
-        if kind == "relu":
-            return SmoothReLU(beta=beta)
-        if kind in ("relu6", "hardtanh"):
-            if isinstance(orig, nn.Module):
-                lo, hi = orig.min_val, orig.max_val
-            elif kind == "relu6":
-                lo, hi = 0.0, 6.0
-            else:
-                lo, hi = _arg(orig, 0, "min_val", -1.0), _arg(orig, 1, "max_val", 1.0)
-            return SmoothHardtanh(lo, hi, beta=beta)
-        if kind == "leaky_relu":
-            slope = orig.negative_slope if isinstance(orig, nn.Module) else _arg(orig, 0, "negative_slope", 0.01)
-            return SmoothLeakyReLU(slope, beta=beta)
-        if kind == "prelu":
-            return SmoothLeakyReLU(orig.weight.detach(), beta=beta).to(orig.weight.device)
-        return (SmoothHardsigmoid if kind == "hardsigmoid" else SmoothHardswish)(beta=beta)
-
-    return build
-
-
-def smooth_relu(model: nn.Module, beta: float) -> nn.Module:
-    """A copy of ``model`` with every ReLU-family activation (ReLU, ReLU6, Hardtanh,
-    LeakyReLU, PReLU, Hardsigmoid, Hardswish; modules and functional calls) replaced by
-    its softplus(β) surrogate (``smooth``), the LCNN paper's "standard" baseline (β = 1000)
-    with defined curvature. See :func:`smooth_relu_report` for what was not replaced."""
-    return smooth_relu_report(model, beta)[0]
-
-
-def smooth_relu_report(model: nn.Module, beta: float) -> tuple[nn.Module, list[str]]:
-    """(:func:`smooth_relu`'s model, notices naming what is still not smooth)."""
-    if beta <= 0:
-        raise UsageError(f"--smooth-relu needs a positive beta, got {beta}")
-    out, rep = substitute(copy.deepcopy(model), _smooth_builder(beta), tuple(SMOOTH_MODULES), SMOOTH_MODULES,
-                          SMOOTH_FUNCTIONS, SMOOTH_METHODS)
-    notices = [f"--smooth-relu: {n}" for n in rep.notes if "not traceable" in n]
-    kept = Counter(type(m).__name__ for name, m in out.named_modules()
-                   if isinstance(m, NON_SMOOTH) and ".parametrizations." not in f".{name}.")
-    kept.update(s["type"] for s in rep.skipped)
-    if kept:
-        listed = ", ".join(f"{k} ×{c}" for k, c in sorted(kept.items()))
-        notices.append(f"--smooth-relu has no softplus surrogate for {listed}: those stay non-smooth, so the "
-                       "Hessian there is still only the part autograd sees")
-    return out, notices
 
 
 @contextlib.contextmanager
