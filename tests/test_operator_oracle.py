@@ -125,6 +125,7 @@ MODELS = {
     "avg_pool": lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Softplus(2.0), nn.AvgPool2d(2), head(64)),
     "residual_eval_bn": ResidualBN,
     "hardswish": lambda: act_net(nn.Hardswish()),
+    "hardsigmoid": lambda: act_net(nn.Hardsigmoid()),  # piecewise linear: the exact Gauss-Newton path
     "hardsigmoid_se": lambda: _scale_net(nn.Hardsigmoid),
     "in_forward_normalisation": InForwardNorm,
 }
@@ -175,7 +176,7 @@ def test_engine_matches_exact_hessian(name):
     err = (fields["hessian_norm"] - h_ref).abs() / h_ref
     tol = 1e-3  # the default Lanczos residual tolerance; the Gauss-Newton path is exact
     assert (h_ref > 0).all() and (err[conv] <= tol).all(), f"{name} ({method}): rel. errors {err.tolist()}"
-    if name == "residual_eval_bn":
+    if name in ("residual_eval_bn", "hardsigmoid"):
         assert method == "gauss-newton" and (err <= 1e-9).all()
     else:
         assert method == "lanczos"
