@@ -12,6 +12,12 @@
 * ``Conv1d/2d/3d`` and ``Linear`` get spectral normalisation (§3.4.1) on their real input
   size, found by a forward pass with hooks, computed to convergence.
 
+* LayerNorm, GroupNorm and attention have no LCNN counterpart (``NO_COUNTERPART``): they are
+  left as they are and listed in ``ConversionReport.skipped`` with the reason; the Linear
+  layers of a transformer (MLP, attention output projection, head) and its patch-embedding
+  conv are spectrally normalised like any other. A layer whose weight is zero (torchvision's
+  ViT head at initialisation) is skipped: σ = 0.
+
 Decisions (see docs/convert.md):
 
 * Spectral normalisation divides W by σ. Where a conv/linear layer feeds only a batch norm
@@ -133,6 +139,7 @@ class ConversionReport:
     notes: list[str] = field(default_factory=list)
     traced: bool = False
     graph_rewritten: bool = False
+    trace_training: bool = False  # the mode torch.fx traced in (``if self.training`` branches are baked in)
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(s["kind"] for s in self.swapped))
@@ -150,6 +157,7 @@ class ConversionReport:
             "batchnorm": [s["name"] for s in by_kind["batchnorm"]],
             "conv": {s["name"]: s["input_shape"] for s in by_kind["conv"]},
             "linear": [s["name"] for s in by_kind["linear"]],
+            "trace_training": self.trace_training,
             "report": {"swapped": self.swapped, "skipped": self.skipped, "notes": self.notes},
         }
 
@@ -306,6 +314,7 @@ def convert_model(model: nn.Module, options: ConvertOptions | None = None, input
 
     gm, reason = trace(net)
     report.traced = gm is not None
+    report.trace_training = bool(net.training)
     kinds = opts.activation_kinds if opts.activations else ()
     probe = _probe(model, net, example.to(device, dtype), kinds, count_functional=gm is None and bool(kinds))
     pairs = _fold_pairs(gm) if gm is not None else {}
@@ -347,6 +356,7 @@ def convert_model(model: nn.Module, options: ConvertOptions | None = None, input
             if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                 _convert_bn(net, name, mod, opts, report)
     _restore_modes(net, modes)
+    report.skipped.extend(_no_counterpart(net))
     for note in _other_nonlinearities(net):
         report.notes.append(note)
     if isinstance(model, AuditModel):
@@ -384,10 +394,22 @@ def _convert_activations(net, opts, probe, untraced: bool, report, device, dtype
     return net
 
 
+def _zero_weight(name, mod, report) -> bool:
+    """A zero weight (e.g. torchvision's ViT head at initialisation) has σ = 0: W/σ is 0/0."""
+    if bool((mod.weight == 0).all()):
+        report.skipped.append({"name": name, "type": type(mod).__name__,
+                               "reason": "its weight is zero (σ = 0), so the layer is already 0-Lipschitz and W/σ "
+                                         "is undefined; left unnormalised"})
+        return True
+    return False
+
+
 def _convert_conv(net, name, mod, opts, probe, pairs, report):
     if is_parametrized(mod):
         report.skipped.append({"name": name, "type": type(mod).__name__,
                                "reason": "its weight is already parametrised (e.g. weight or spectral norm)"})
+        return
+    if _zero_weight(name, mod, report):
         return
     shapes = probe.input_shapes.get(name)
     if not shapes:
@@ -412,6 +434,8 @@ def _convert_linear(net, name, mod, opts, probe, pairs, report):
     if is_parametrized(mod):
         report.skipped.append({"name": name, "type": "Linear",
                                "reason": "its weight is already parametrised (e.g. weight or spectral norm)"})
+        return
+    if _zero_weight(name, mod, report):
         return
     res = spectral_norm_linear(mod, n_power_iterations=opts.n_power_iterations, tol=opts.tol, max_iter=opts.max_iter)
     entry = {"name": name, "kind": "linear", "from": "Linear", "to": "Linear + spectral_norm", **res.to_dict()}
@@ -467,6 +491,25 @@ _OTHER_NONLINEAR = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool
                     nn.LayerNorm, nn.GroupNorm, nn.Softmax, nn.MultiheadAttention)
 
 
+#: layers the LCNN paper gives no low-curvature version of, and why each is left as it is
+NO_COUNTERPART = {
+    nn.LayerNorm: "LayerNorm divides by each sample's own standard deviation, so its Lipschitz constant "
+                  "(up to |γ|/√ε) and curvature are unbounded near constant inputs; the LCNN paper defines a "
+                  "γ-Lipschitz version only for batch norm, whose eval-mode form is affine (§3.4.2); left as is",
+    nn.GroupNorm: "GroupNorm normalises by per-sample statistics like LayerNorm (unbounded Lipschitz constant); "
+                  "no LCNN counterpart; left as is",
+    nn.MultiheadAttention: "dot-product attention is not globally Lipschitz (Kim et al., ICML 2021) and the LCNN "
+                           "paper has no counterpart; its out_proj Linear is spectrally normalised, its Q/K/V "
+                           "in_proj_weight (a bare parameter) is left as is, since normalising it bounds neither "
+                           "the Lipschitz constant nor the curvature of softmax(QKᵀ/√d)V",
+}
+
+
+def _no_counterpart(net: nn.Module) -> list[dict]:
+    return [{"name": name, "type": type(m).__name__, "reason": reason} for name, m in net.named_modules()
+            for t, reason in NO_COUNTERPART.items() if isinstance(m, t)]
+
+
 def _other_nonlinearities(net: nn.Module) -> list[str]:
     kept = Counter(type(m).__name__ for m in net.modules() if isinstance(m, _OTHER_NONLINEAR))
     kept.update(type(m).__name__ for m in net.modules()
@@ -492,6 +535,9 @@ def rebuild_converted(net: nn.Module, convert_recipe: dict) -> nn.Module:
                               f"lcnn-audit reads version {RECIPE_VERSION}")
     opts = ConvertOptions.from_dict(convert_recipe.get("options", {}))
     recorded = list(convert_recipe.get("activations", []))
+    if "trace_training" in convert_recipe:
+        # trace in the conversion's mode: GoogLeNet/Inception skip their aux heads in eval mode
+        net.train(bool(convert_recipe["trace_training"]))
     if opts.activations:
         net, swap = replace_activations(net, lambda: CenteredSoftplus(opts.beta_init), kinds=opts.activation_kinds,
                                         use_fx=opts.use_fx)

@@ -442,6 +442,11 @@ def fit_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], what: str = "c
                          + (f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else ""))
         raise CheckpointError(f"weights in {what} do not fit the architecture: " + "; ".join(parts)
                               + "; check --arch and --arch-kwargs (e.g. num_classes)")
+    if getattr(sd, "_metadata", None) is None:
+        # safetensors keep no per-module versions; some modules (torchvision's MNASNet) refuse a
+        # state dict without them, so take those of the architecture the weights were just fitted to
+        sd = type(own)(sd)
+        sd._metadata = own._metadata
     model.load_state_dict(sd, strict=False)
 
 

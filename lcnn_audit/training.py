@@ -47,6 +47,7 @@ from torch import nn
 
 from .data import ImageData
 from .errors import CheckpointError, ConfigError, ModelError, ResumeError, UsageError
+from .geometry.differentiable import twice_differentiable
 from .io import write_with
 from .loading import AuditModel, Normalize, build_arch, parse_normalize, resolve_device, save_model, unwrap
 from .penalties import PENALTIES, PenaltyBatch, PenaltyConfig, lcnn_parameters
@@ -520,7 +521,9 @@ def train(
     stop = stop or StopFlag()
     guard = sigint_to(stop) if handle_sigint else contextlib.nullcontext()
     try:
-        with guard, deterministic_kernels(config.deterministic and device.type == "cuda"):
+        # gradient penalties differentiate ∇ₓℓ: SDPA on its math kernel, clamp-form hard activations
+        twice = twice_differentiable() if config.penalties.needs_input_grad else contextlib.nullcontext()
+        with guard, deterministic_kernels(config.deterministic and device.type == "cuda"), twice:
             while not complete and epoch < config.epochs:
                 stopped = _run_epoch(model, train_data, config, optimizer, scheduler, epoch, step, accum, bs,
                                      steps_per_epoch, aug_mode, device, on_step, stop)

@@ -56,7 +56,7 @@ def curvature_audit(
     t0 = time.perf_counter()
     with measurement_state(model, opts.dtype, opts.smooth_relu) as prep:
         num_classes = check_model_data(prep.model, probe.x.to(device, prep.dtype), data.labels)
-        notices = list(prep.notices)
+        notices = prep.notices  # the same list: measurement_state adds what it substituted when it ends
         random_note = check_batch_independence(prep.model, probe.x.to(device, prep.dtype))
         if random_note:
             notices.append(random_note)
@@ -83,7 +83,7 @@ def curvature_audit(
     summary["n"] = len(per_sample.get("index", []))
     summary["method"] = sorted(methods)[0] if len(methods) == 1 else sorted(methods)
     summary["not_converged"] = sum(1 for c in per_sample.get("converged", []) if not c)
-    summary["notices"] = notices
+    summary["notices"] = list(notices)
     summary["num_classes"] = num_classes
     emit_notices("curvature", notices)
     return AuditResult(

@@ -141,10 +141,7 @@ def grad_robustness(
     with measurement_state(model, copts.dtype, copts.smooth_relu) as prep:
         probe_x = data.get(torch.arange(min(len(data), 2))).x.to(device, prep.dtype)
         check_model_data(prep.model, probe_x, data.labels)
-        notices = list(prep.notices)
         random_note = check_batch_independence(prep.model, probe_x)
-        if random_note:
-            notices.append(random_note)
 
         def compute(batch):
             x, y, idx = batch.x.to(device, prep.dtype), batch.y.to(device), batch.index.to(device)
@@ -167,7 +164,7 @@ def grad_robustness(
     ps = run.per_sample
     summary = summarize_curves(ps, opts.radii) if ps.get("index") else {}
     summary["n"] = len(ps.get("index", []))
-    summary["notices"] = notices
+    summary["notices"] = list(prep.notices) + ([random_note] if random_note else [])
     if copts.smooth_relu is None and has_relu(model):
         summary["notices"].append(
             "the model uses ReLU: its gradient jumps across activation boundaries, which Proposition 1 (for "

@@ -2,7 +2,10 @@
 
 Measurement state: eval mode (so the batch Hessian is block-diagonal), parameters not
 requiring grad (double backward then skips weight gradients), TF32 off (it costs ~1e-3
-relative accuracy), optional fp64, and optionally ReLUs replaced by softplus(β).
+relative accuracy), optional fp64, optionally ReLU-family activations replaced by softplus(β)
+surrogates, and ops without double backward (SDPA kernels, hardsigmoid/hardswish) run in
+twice-differentiable forms (``differentiable``). Parametrised weights (the spectral norms of
+a converted model) are computed once per measurement (``torch.nn.utils.parametrize.cached``).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..errors import UsageError
 from ..loading import set_eval
-from .smooth import SmoothReLU
+from .differentiable import twice_differentiable
+from .smooth import smooth_relu, smooth_relu_report  # noqa: F401 - smooth_relu re-exported
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -32,17 +37,6 @@ class Prepared:
 def _train_mode_bn(model: nn.Module) -> list[str]:
     return [n or type(model).__name__ for n, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-
-
-def smooth_relu(model: nn.Module, beta: float) -> nn.Module:
-    """A copy of ``model`` with every ReLU (module or functional call) replaced by
-    softplus(β), the LCNN paper's "standard" surrogate (β = 1000) with defined curvature."""
-    if beta <= 0:
-        raise UsageError(f"--smooth-relu needs a positive beta, got {beta}")
-    from ..surgery import replace_activations  # noqa: PLC0415
-
-    out, _ = replace_activations(copy.deepcopy(model), lambda: SmoothReLU(beta=beta), kinds=("relu",))
-    return out
 
 
 @contextlib.contextmanager
@@ -62,7 +56,10 @@ def tf32_disabled() -> Iterator[None]:
 @contextlib.contextmanager
 def measurement_state(model: nn.Module, dtype: str = "float32", smooth_relu_beta: float | None = None
                       ) -> Iterator[Prepared]:
-    """Yield the model to measure; restore ``training`` and ``requires_grad`` on exit."""
+    """Yield the model to measure; restore ``training`` and ``requires_grad`` on exit.
+
+    ``Prepared.notices`` gains, on a normal exit, a line per twice-differentiable substitution
+    that took effect (math-kernel SDPA, clamp-form hard activations)."""
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r}; use float32 or float64")
     notices = []
@@ -81,12 +78,16 @@ def measurement_state(model: nn.Module, dtype: str = "float32", smooth_relu_beta
             p.requires_grad_(False)
         work = model
         if smooth_relu_beta is not None:
-            work = smooth_relu(model, smooth_relu_beta)
+            work, smooth_notices = smooth_relu_report(model, smooth_relu_beta)
+            notices.extend(smooth_notices)
         if DTYPES[dtype] != torch.float32:
             work = copy.deepcopy(work) if work is model else work
             work = work.to(DTYPES[dtype])
-        with tf32_disabled():
+        # parametrised weights (spectral norm: W/σ) are fixed while measuring: compute each once, not
+        # on every forward (for a converted VGG11-BN that was ~30 % of every HVP, docs/benchmarks.md)
+        with tf32_disabled(), twice_differentiable() as mode, parametrize.cached():
             yield Prepared(work, DTYPES[dtype], notices)
+        notices.extend(mode.notices())  # read by the audits after the block
     finally:
         for m, t in training.items():
             m.training = t
