@@ -541,6 +541,29 @@ def train(
     return res
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               index: torch.Tensor, active: dict[str, dict], *, seed: int = 0, track_input: bool = True,
+               where: str = "a step"):
+    """One optimisation step on the penalised objective (mean CE + Σ active penalties).
+
+    ``active`` maps penalty names to their keyword arguments (``PenaltyConfig.active``).
+    Returns (penalty batch, CE loss, objective, {name: term}); raises
+    :class:`TrainingDivergedError` on a non-finite objective, before the weights change.
+    """
+    pb = PenaltyBatch(model, x, y, index, seed=seed, track_input=track_input)
+    terms = {name: PENALTIES[name](pb, **kw) for name, kw in active.items()}
+    loss = pb.loss
+    total = loss + sum(terms.values()) if terms else loss
+    if not torch.isfinite(total):
+        raise TrainingDivergedError(
+            f"training diverged at {where} (objective {float(total.detach())}); lower "
+            "the learning rate or the penalty weights (CURE: also --cure-h-warmup)")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return pb, loss, total, terms
+
+
 def _run_epoch(model, data, config, optimizer, scheduler, epoch, start_step, accum, bs, steps, aug_mode, device,
                on_step, stop) -> int | None:
     """Run steps ``start_step..steps-1`` of ``epoch``; return the next step if stopped early, else None."""
@@ -563,19 +586,9 @@ def _run_epoch(model, data, config, optimizer, scheduler, epoch, start_step, acc
             model.eval()
             x = attack(model, x, y, index=index).detach()
         model.train()
-        active = config.penalties.active(epoch + s / steps)
-        pb = PenaltyBatch(model, x, y, index, seed=pen_seed, track_input=track_input)
-        terms = {name: PENALTIES[name](pb, **kw) for name, kw in active.items()}
-        loss = pb.loss
-        total = loss + sum(terms.values()) if terms else loss
-        if not torch.isfinite(total):
-            raise TrainingDivergedError(
-                f"training diverged at epoch {epoch + 1} step {s + 1} (objective {float(total.detach())}); lower "
-                "the learning rate or the penalty weights (CURE: also --cure-h-warmup)")
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        pb, loss, total, terms = train_step(model, optimizer, x, y, index, config.penalties.active(epoch + s / steps),
+                                            seed=pen_seed, track_input=track_input, where=f"epoch {epoch + 1} step {s + 1}")
         scheduler.step()
         correct = int((pb.logits.detach().argmax(1) == y).sum())
         accum.add(len(y), float(loss.detach()), float(total.detach()), correct,

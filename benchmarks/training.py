@@ -1,0 +1,159 @@
+"""LCNN training-step overhead (issue #17, target 1). Not a test: prints same-run ratios.
+
+For the small CNN of the Fashion-MNIST reproduction (width 8, softplus β=1000, 1×28×28,
+batch 128) and a CIFAR-shaped ResNet-18 (3×32×32, ReLU, batch 32), one optimisation step
+(``lcnn_audit.training.train_step``: forward, penalties, backward, SGD) of
+
+* the standard model, with and without GradReg (λ = 1e-3, double backprop);
+* its LCNN conversion (centred softplus, γ-Lipschitz BN, spectral norms with one power
+  step per training forward), with the fused centred softplus (current) and with the
+  composite op it replaced ("before"), with and without GradReg.
+
+Variants are interleaved (A, B, C, ... then again) for ``--reps`` rounds after a warm-up,
+and every ratio is the median over rounds of the ratio within a round, so a neighbour's load
+on a shared CPU hits both sides of a ratio alike.
+
+    python benchmarks/training.py [--threads 1] [--reps 7] [--quick] [--device cpu] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from lcnn_audit.layers import CenteredSoftplus
+from lcnn_audit.layers.centered_softplus import centered_softplus_composite
+from lcnn_audit.training import TrainConfig, init_model, make_optimizer, train_step
+
+GRADREG = {"gradreg": {"weight": 1e-3}}
+LCNN = {"lcnn": {"lambda_beta": 1e-4, "lambda_gamma": 1e-5}}
+
+
+@contextlib.contextmanager
+def composite_softplus():
+    """The pre-fusion centred softplus (a composite of ~20 torch ops), for the "before" side."""
+    fused = CenteredSoftplus.forward
+    CenteredSoftplus.forward = lambda self, x: centered_softplus_composite(x, self.beta)
+    try:
+        yield
+    finally:
+        CenteredSoftplus.forward = fused
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build(kind: str, dev, convert: bool):
+    if kind == "small_cnn":
+        arch, kw, shape = "small_cnn", {"width": 8, "act": "softplus", "beta": 1000.0}, (1, 28, 28)
+        norm, ds = "fashion-mnist", "fashion-mnist"
+    else:
+        arch, kw, shape = "resnet18", {"num_classes": 10}, (3, 32, 32)
+        norm, ds = "cifar10", "cifar10"
+    model = init_model(arch, kw, normalize=norm, dataset=ds, seed=0, device=dev, convert=convert, input_shape=shape)
+    return model, shape
+
+
+def variants(kind: str, dev):
+    """name -> (model, optimizer, penalties, context factory)."""
+    cfg = TrainConfig()
+    std, shape = build(kind, dev, convert=False)
+    lcnn, _ = build(kind, dev, convert=True)
+    out = {}
+    for name, model, pen, ctx in (
+        ("standard", std, {}, contextlib.nullcontext),
+        ("lcnn_composite", lcnn, LCNN, composite_softplus),
+        ("lcnn", lcnn, LCNN, contextlib.nullcontext),
+        ("gradreg", std, GRADREG, contextlib.nullcontext),
+        ("lcnn_gradreg_composite", lcnn, {**LCNN, **GRADREG}, composite_softplus),
+        ("lcnn_gradreg", lcnn, {**LCNN, **GRADREG}, contextlib.nullcontext),
+    ):
+        out[name] = (model, make_optimizer(model, cfg), pen, ctx)
+    return out, shape
+
+
+def bench(kind: str, dev, batch: int, reps: int) -> dict:
+    vs, shape = variants(kind, dev)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, *shape, generator=g).to(dev)
+    y = torch.randint(0, 10, (batch,), generator=g).to(dev)
+    index = torch.arange(batch, device=dev)
+
+    def step(name):
+        model, opt, pen, ctx = vs[name]
+        model.train()
+        with ctx():
+            sync(dev)
+            t = time.perf_counter()
+            train_step(model, opt, x, y, index, pen, track_input="gradreg" in pen)
+            sync(dev)
+            return time.perf_counter() - t
+
+    for name in vs:  # warm-up
+        step(name)
+    times: dict[str, list[float]] = {name: [] for name in vs}
+    for _ in range(reps):
+        for name in vs:
+            times[name].append(step(name))
+
+    def ratio(a, b):
+        return statistics.median(ta / tb for ta, tb in zip(times[a], times[b], strict=True))
+
+    return {"batch": batch, "median_s": {k: statistics.median(v) for k, v in times.items()},
+            "ratios": {"lcnn/standard (before: composite softplus)": ratio("lcnn_composite", "standard"),
+                       "lcnn/standard (fused softplus)": ratio("lcnn", "standard"),
+                       "lcnn+gradreg/gradreg (before)": ratio("lcnn_gradreg_composite", "gradreg"),
+                       "lcnn+gradreg/gradreg (fused)": ratio("lcnn_gradreg", "gradreg"),
+                       "fused speed-up, lcnn step": ratio("lcnn_composite", "lcnn"),
+                       "fused speed-up, lcnn+gradreg step": ratio("lcnn_gradreg_composite", "lcnn_gradreg")}}
+
+
+def markdown(report: dict) -> str:
+    rows = ["| model | batch | standard | LCNN before → after | ratio before → after | GradReg | "
+            "LCNN+GradReg before → after | ratio before → after |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for kind, r in report["results"].items():
+        m, q = r["median_s"], r["ratios"]
+        rows.append(
+            f"| {kind} | {r['batch']} | {m['standard'] * 1e3:.1f} ms | {m['lcnn_composite'] * 1e3:.1f} → "
+            f"{m['lcnn'] * 1e3:.1f} ms | {q['lcnn/standard (before: composite softplus)']:.2f}× → "
+            f"**{q['lcnn/standard (fused softplus)']:.2f}×** | {m['gradreg'] * 1e3:.1f} ms | "
+            f"{m['lcnn_gradreg_composite'] * 1e3:.1f} → {m['lcnn_gradreg'] * 1e3:.1f} ms | "
+            f"{q['lcnn+gradreg/gradreg (before)']:.2f}× → **{q['lcnn+gradreg/gradreg (fused)']:.2f}×** |")
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="small CNN only, 3 rounds")
+    ap.add_argument("--models", default="small_cnn,resnet18")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    kinds = ["small_cnn"] if args.quick else args.models.split(",")
+    reps = 3 if args.quick else args.reps
+    report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(dev)},
+              "results": {}}
+    for kind in kinds:
+        report["results"][kind] = bench(kind, dev, 128 if kind == "small_cnn" else 32, reps)
+    print(json.dumps(report, indent=2))
+    print(markdown(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
