@@ -587,8 +587,9 @@ def _run_epoch(model, data, config, optimizer, scheduler, epoch, start_step, acc
             x = attack(model, x, y, index=index).detach()
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        pb, loss, total, terms = train_step(model, optimizer, x, y, index, config.penalties.active(epoch + s / steps),
-                                            seed=pen_seed, track_input=track_input, where=f"epoch {epoch + 1} step {s + 1}")
+        active = config.penalties.active(epoch + s / steps)
+        pb, loss, total, terms = train_step(model, optimizer, x, y, index, active, seed=pen_seed,
+                                            track_input=track_input, where=f"epoch {epoch + 1} step {s + 1}")
         scheduler.step()
         correct = int((pb.logits.detach().argmax(1) == y).sum())
         accum.add(len(y), float(loss.detach()), float(total.detach()), correct,
