@@ -33,6 +33,10 @@ def _opt(*names, help: str, panel: str, **kw):
 
 
 M, D, O = "Model", "Data", "Output"
+THREADS_HELP = ("Torch intra-op CPU threads. Default: $OMP_NUM_THREADS if set, else the CPUs this process may "
+                "use minus those the 1-minute load average says are busy (at least 1): on 2 shared cores, two "
+                "threads stalled small batches 10-50x in OpenMP spin-waits (docs/benchmarks.md).")
+THREADS = Annotated[int | None, _opt("--threads", panel="Runtime", help=THREADS_HELP, min=1, show_default=False)]
 PARAMS = {
     "model": [
         ("checkpoint", Annotated[str | None, typer.Argument(
@@ -84,6 +88,7 @@ PARAMS = {
         ("csv_path", Annotated[Path | None, _opt("--csv", panel=O, help="Write per-sample rows as CSV.")], None),
         ("quiet", Annotated[bool, _opt("--quiet", "-q", panel=O, help="Print only the result paths.")], False),
     ],
+    "runtime": [("threads", THREADS, None)],
     "resume": [
         ("resume", Annotated[bool, _opt("--resume", panel=O, help=(
             "Continue an interrupted run from <json>.partial (needs --json; per-batch progress is saved "
@@ -202,8 +207,32 @@ def fail(err: LcnnAuditError) -> None:
     raise typer.Exit(err.exit_code)
 
 
+def default_threads() -> int:
+    """The ``--threads`` default: $OMP_NUM_THREADS, else usable CPUs minus busy ones (≥ 1)."""
+    import os
+
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = int(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, cpus - busy)
+
+
+def set_threads(threads: int | None) -> int:
+    """``torch.set_num_threads`` to ``threads`` (None: :func:`default_threads`); returns it."""
+    import torch
+
+    n = default_threads() if threads is None else threads
+    if n < 1:
+        raise UsageError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    return n
+
+
 def command_options(*groups: str):
-    """Add the shared option ``groups`` to a command; it receives them as ``ctx: Ctx``."""
+    """Add the shared option ``groups`` (and ``--threads``) to a command; it receives them as ``ctx: Ctx``."""
+    groups = (*groups, "runtime")
 
     def deco(fn):
         sig = inspect.signature(fn)
@@ -216,6 +245,7 @@ def command_options(*groups: str):
         def wrapper(**kwargs):
             ctx = Ctx({k: kwargs.pop(k) for k in list(kwargs) if k in shared})
             try:
+                set_threads(ctx.opts.get("threads"))
                 return fn(ctx=ctx, **kwargs)
             except LcnnAuditError as err:
                 fail(err)

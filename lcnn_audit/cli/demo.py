@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import Ctx, console, handle_errors
+from .common import THREADS, Ctx, console, handle_errors, set_threads
 
 
 @app.command()
@@ -15,10 +15,12 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the results.")] = Path("lcnn-audit-demo"),
     n: Annotated[int, typer.Option(help="Samples of the bundled test sample to audit.")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result paths.")] = False,
+    threads: THREADS = None,
 ) -> None:
     """Run the audits on the bundled demo CNN and Fashion-MNIST sample (no downloads)."""
     from ..demo import DEMO_STEPS, run_demo
 
+    set_threads(threads)
     ctx = Ctx({"quiet": quiet})
     for step in DEMO_STEPS:
         with ctx.progress(step.title) as bar:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import Ctx, console, err_console, handle_errors
+from .common import THREADS, Ctx, console, err_console, handle_errors, set_threads
 
 O = "Output"
 STYLE = {"pass": "green", "fail": "bold red", "error": "yellow", "skip": "dim"}
@@ -44,12 +44,14 @@ def gate(
                                 "with --json or --save-results).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.",
                                         rich_help_panel=O)] = False,
+    threads: THREADS = None,
 ) -> None:
     """Run a policy's audits (or read --results) and check every metric against its bound.
 
     Exit code 0: every check passed; 1: a check failed; 2: a usage or policy error (every
     policy problem is listed with its YAML path); 3: an audit's own validity check failed.
     """
+    set_threads(threads)
     from ..errors import UsageError
     from ..gates import gate as run_gate
     from ..gates import load_policy

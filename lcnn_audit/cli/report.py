@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import console, handle_errors
+from .common import THREADS, console, handle_errors, set_threads
 
 
 @app.command()
@@ -24,9 +24,11 @@ def report(
         show_default=False)] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "lcnn-audit report",
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the figures.")] = True,
+    threads: THREADS = None,
 ) -> None:
     """Tables in the style of LCNN Tables 1-3 (one row per model), curvature histograms,
     gradient-robustness curves and robust accuracy against eps."""
+    set_threads(threads)
     from ..report import load_inputs, write_report
 
     runs, verdicts = load_inputs(inputs, label)
