@@ -141,3 +141,19 @@ def test_fused_is_one_autograd_node():
     x = torch.randn(10, requires_grad=True)
     y = centered_softplus(x, torch.tensor(2.0, requires_grad=True))
     assert type(y.grad_fn).__name__ == "_CenteredSoftplusFnBackward"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("b", [1e-4, 0.3, 5.0, 1000.0])
+def test_first_order_backward_paths_agree(dtype, b):
+    """The first-order backward (no graph, in place) equals the differentiable one used by double backward."""
+    grads = []
+    for create_graph in (False, True):
+        x = _x(dtype=dtype)
+        beta = torch.tensor(b, dtype=dtype, requires_grad=True)
+        w = torch.linspace(-1, 1, len(x), dtype=dtype)
+        grads.append([g.detach() for g in torch.autograd.grad((w * centered_softplus(x, beta)).sum(), (x, beta),
+                                                              create_graph=create_graph)])
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    for a, r in zip(*grads, strict=True):
+        torch.testing.assert_close(a, r, rtol=rtol, atol=0.0)
