@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import platform
 import statistics
@@ -30,10 +31,24 @@ import torch
 
 from lcnn_audit.layers import CenteredSoftplus
 from lcnn_audit.layers.centered_softplus import centered_softplus_composite
+from lcnn_audit.layers.softplus_kernels import compiled_kernels
 from lcnn_audit.training import TrainConfig, init_model, make_optimizer, train_step
 
 GRADREG = {"gradreg": {"weight": 1e-3}}
 LCNN = {"lcnn": {"lambda_beta": 1e-4, "lambda_gamma": 1e-5}}
+
+
+@contextlib.contextmanager
+def compiled_softplus(model, kernels):
+    """The fused op on torch.compile'd kernels (``finetune --compile``)."""
+    layers = [m for m in model.modules() if isinstance(m, CenteredSoftplus)]
+    for m in layers:
+        m.kernels = kernels
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.kernels = None
 
 
 @contextlib.contextmanager
@@ -81,6 +96,11 @@ def variants(kind: str, dev):
         ("lcnn_gradreg", lcnn, {**LCNN, **GRADREG}, contextlib.nullcontext),
     ):
         out[name] = (model, make_optimizer(model, cfg), pen, ctx)
+    kernels, reason = compiled_kernels(dev)
+    if kernels is not None:
+        ctx = functools.partial(compiled_softplus, lcnn, kernels)
+        out["lcnn_compiled"] = (lcnn, out["lcnn"][1], LCNN, ctx)
+        out["lcnn_gradreg_compiled"] = (lcnn, out["lcnn"][1], {**LCNN, **GRADREG}, ctx)
     return out, shape
 
 
@@ -117,20 +137,74 @@ def bench(kind: str, dev, batch: int, reps: int) -> dict:
                        "lcnn+gradreg/gradreg (before)": ratio("lcnn_gradreg_composite", "gradreg"),
                        "lcnn+gradreg/gradreg (fused)": ratio("lcnn_gradreg", "gradreg"),
                        "fused speed-up, lcnn step": ratio("lcnn_composite", "lcnn"),
-                       "fused speed-up, lcnn+gradreg step": ratio("lcnn_gradreg_composite", "lcnn_gradreg")}}
+                       "fused speed-up, lcnn+gradreg step": ratio("lcnn_gradreg_composite", "lcnn_gradreg"),
+                       **({"lcnn/standard (fused, compiled kernels)": ratio("lcnn_compiled", "standard"),
+                           "lcnn+gradreg/gradreg (fused, compiled kernels)": ratio("lcnn_gradreg_compiled",
+                                                                                   "gradreg")}
+                          if "lcnn_compiled" in times else {})}}
+
+
+def fashion_rows(dev, reps: int) -> dict:
+    """Per-step cost of every recipe of docs/results/fashion-mnist.md, relative to the standard
+    model's step, interleaved in one run (small CNN width 8, batch 128). PGD adversarial
+    training adds its L2 PGD (eps 0.1, 3 steps, eval mode) to each step, as the training loop does;
+    the convert → fine-tune recipe trains the LCNN model, so its step is the LCNN step."""
+    from lcnn_audit.attacks import PGD
+
+    cfg = TrainConfig()
+    std, shape = build("small_cnn", dev, convert=False)
+    lcnn, _ = build("small_cnn", dev, convert=True)
+    recipes = {"Standard (softplus β=1000)": (std, {}), "LCNN": (lcnn, LCNN), "GradReg": (std, GRADREG),
+               "LCNN + GradReg": (lcnn, {**LCNN, **GRADREG}),
+               "CURE": (std, {"cure": {"weight": 0.1, "h": 0.5}}), "PGD adversarial training": (std, "pgd")}
+    opts = {id(m): make_optimizer(m, cfg) for m in (std, lcnn)}
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(128, *shape, generator=g).to(dev)
+    y = torch.randint(0, 10, (128,), generator=g).to(dev)
+    index = torch.arange(128, device=dev)
+    attack = PGD("l2", 0.1, steps=3, seed=0)
+
+    def step(name):
+        model, pen = recipes[name]
+        sync(dev)
+        t = time.perf_counter()
+        xs = x
+        if pen == "pgd":
+            model.eval()
+            xs = attack(model, x, y, index=index).detach()
+            pen = {}
+        model.train()
+        train_step(model, opts[id(model)], xs, y, index, pen, track_input=bool(set(pen) - {"lcnn"}))
+        sync(dev)
+        return time.perf_counter() - t
+
+    for name in recipes:
+        step(name)
+    times = {name: [] for name in recipes}
+    for _ in range(reps):
+        for name in recipes:
+            times[name].append(step(name))
+    base = times["Standard (softplus β=1000)"]
+    return {name: {"median_s": statistics.median(t),
+                   "step_vs_standard": statistics.median(a / b for a, b in zip(t, base, strict=True))}
+            for name, t in times.items()}
 
 
 def markdown(report: dict) -> str:
     rows = ["| model | batch | standard | LCNN before → after | ratio before → after | GradReg | "
-            "LCNN+GradReg before → after | ratio before → after |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "LCNN+GradReg before → after | ratio before → after | compiled kernels: LCNN, LCNN+GradReg ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for kind, r in report["results"].items():
         m, q = r["median_s"], r["ratios"]
+        comp = (f"{q['lcnn/standard (fused, compiled kernels)']:.2f}×, "
+                f"{q['lcnn+gradreg/gradreg (fused, compiled kernels)']:.2f}×"
+                if "lcnn/standard (fused, compiled kernels)" in q else "(compile unavailable)")
         rows.append(
             f"| {kind} | {r['batch']} | {m['standard'] * 1e3:.1f} ms | {m['lcnn_composite'] * 1e3:.1f} → "
             f"{m['lcnn'] * 1e3:.1f} ms | {q['lcnn/standard (before: composite softplus)']:.2f}× → "
             f"**{q['lcnn/standard (fused softplus)']:.2f}×** | {m['gradreg'] * 1e3:.1f} ms | "
             f"{m['lcnn_gradreg_composite'] * 1e3:.1f} → {m['lcnn_gradreg'] * 1e3:.1f} ms | "
-            f"{q['lcnn+gradreg/gradreg (before)']:.2f}× → **{q['lcnn+gradreg/gradreg (fused)']:.2f}×** |")
+            f"{q['lcnn+gradreg/gradreg (before)']:.2f}× → **{q['lcnn+gradreg/gradreg (fused)']:.2f}×** | {comp} |")
     return "\n".join(rows)
 
 
@@ -141,19 +215,25 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="small CNN only, 3 rounds")
     ap.add_argument("--models", default="small_cnn,demo_arch,resnet18")
+    ap.add_argument("--fashion", action="store_true",
+                    help="also time one step of every recipe of docs/results/fashion-mnist.md")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    kinds = ["small_cnn"] if args.quick else args.models.split(",")
+    kinds = ["small_cnn"] if args.quick else [k for k in args.models.split(",") if k]
     reps = 3 if args.quick else args.reps
     report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(dev)},
               "results": {}}
     for kind in kinds:
         report["results"][kind] = bench(kind, dev, 32 if kind == "resnet18" else 128, reps)
+    if args.fashion:
+        report["fashion_mnist_recipes"] = fashion_rows(dev, reps)
     print(json.dumps(report, indent=2))
     print(markdown(report))
+    for name, r in report.get("fashion_mnist_recipes", {}).items():
+        print(f"| {name} | {r['step_vs_standard']:.2f}× ({r['median_s'] * 1e3:.0f} ms) |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)

@@ -423,6 +423,7 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     stop: StopFlag | None = None,
     handle_sigint: bool = True,
+    compile_kernels: bool = False,
 ) -> AuditResult:
     """Train ``model`` in place; see the module docstring.
 
@@ -432,6 +433,9 @@ def train(
     different options is refused. ``output``: at the end, the weights are saved there as
     safetensors with the recipe embedded (``save_model``), loadable by every command.
     ``run_config`` is extra JSON-able context recorded in the log and in the resume check.
+    ``compile_kernels`` runs the centred softplus layers on ``torch.compile``d kernels
+    (:mod:`lcnn_audit.layers.softplus_kernels`) when they compile and agree with the eager
+    ones; ``summary["kernels"]`` says which ran (and why eager, when compiling failed).
     """
     config.validate()
     recipe = output_recipe(model) if output is not None else dict(getattr(model, "recipe", {}) or {})
@@ -496,9 +500,19 @@ def train(
         write_with(ck_path, lambda tmp: torch.save(state, str(tmp)))
 
     t_start = time.perf_counter()
+    softplus_layers = lcnn_parameters(model)[0]
+    kernels_used = "eager"
+    if compile_kernels and softplus_layers:
+        from .layers.softplus_kernels import compiled_kernels  # noqa: PLC0415
+
+        kernels, reason = compiled_kernels(device)
+        kernels_used = "compiled" if kernels is not None else f"eager: {reason}"
+        for m in softplus_layers:
+            m.kernels = kernels
 
     def result(done: bool) -> AuditResult:
         summary = {"epochs": history, "final": history[-1] if history else None, "epochs_done": len(history),
+                   "kernels": kernels_used,
                    "epochs_planned": config.epochs, "output": str(output) if output is not None and done else None,
                    "checkpoint": str(ck_path) if ck_path else None}
         per_epoch = [h["seconds"] for h in history]
@@ -534,6 +548,8 @@ def train(
                 save_checkpoint(True)
     finally:
         model.eval()
+        for m in softplus_layers:
+            m.kernels = None
     if output is not None:
         save_model(unwrap(model), output, recipe)
     res = result(True)

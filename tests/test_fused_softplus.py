@@ -157,3 +157,79 @@ def test_first_order_backward_paths_agree(dtype, b):
     rtol = 1e-12 if dtype == torch.float64 else 1e-5
     for a, r in zip(*grads, strict=True):
         torch.testing.assert_close(a, r, rtol=rtol, atol=0.0)
+
+
+def test_compiled_kernels_fall_back_with_a_reason(monkeypatch):
+    from lcnn_audit.layers import softplus_kernels as sk
+
+    def broken(*a):
+        raise OSError("no C++ compiler found")
+
+    sk._compile.cache_clear()
+    monkeypatch.setattr(sk, "_compile", lambda device_type: sk.SoftplusKernels(broken, broken, broken))
+    kernels, reason = sk.compiled_kernels("cpu")
+    assert kernels is None and "torch.compile failed" in reason and "no C++ compiler" in reason
+    wrong = sk.SoftplusKernels(lambda x, b: x, sk._grad_x, sk._grad_beta)  # eager but wrong: must be refused
+    monkeypatch.setattr(sk, "_compile", lambda device_type: wrong)
+    kernels, reason = sk.compiled_kernels("cpu")
+    assert kernels is None and "disagree" in reason
+
+
+def test_train_records_the_kernels_it_used(monkeypatch):
+    from lcnn_audit.data import load_data
+    from lcnn_audit.layers import softplus_kernels as sk
+    from lcnn_audit.training import TrainConfig, init_model, train
+
+    eager = sk.SoftplusKernels(sk._forward, sk._grad_x, sk._grad_beta)  # uncompiled: same maths, no compile time
+    monkeypatch.setattr(sk, "_compile", lambda device_type: eager)
+    model = init_model("small_cnn", {"width": 4}, dataset="fashion-mnist", convert=True, input_shape=(1, 28, 28))
+    data = load_data("demo", "train", n=16)
+    cfg = TrainConfig(epochs=1, batch_size=8, curvature_n=0, penalties=__import__(
+        "lcnn_audit.penalties", fromlist=["PenaltyConfig"]).PenaltyConfig(lambda_beta=1e-4, gradreg=1e-3))
+    res = train(model, data, None, cfg, compile_kernels=True, handle_sigint=False)
+    assert res.summary["kernels"] == "compiled"
+    assert all(m.kernels is None for m in model.modules() if isinstance(m, CenteredSoftplus))  # restored
+    assert train(model, data, None, cfg, handle_sigint=False).summary["kernels"] == "eager"
+
+
+def test_kernel_functions_match_eager_paths():
+    """The functions handed to torch.compile compute what the eager graph-free paths do."""
+    import importlib
+
+    sk = importlib.import_module("lcnn_audit.layers.softplus_kernels")
+    cs = importlib.import_module("lcnn_audit.layers.centered_softplus")
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        x = _x(dtype=dtype).detach()
+        grad = torch.randn_like(x)
+        for b in (1e-4, 0.3, 5.0, 1000.0):
+            bt = torch.tensor(b, dtype=dtype)
+            torch.testing.assert_close(sk._forward(x, bt), cs._forward_value(x, bt), rtol=rtol, atol=0.0)
+            torch.testing.assert_close(sk._grad_x(x, bt, grad), torch.sigmoid(x * bt) * grad, rtol=rtol, atol=0.0)
+            ref = torch.dot(grad, cs._dbeta_graph_free(x, bt))
+            torch.testing.assert_close(sk._grad_beta(x, bt, grad), ref, rtol=rtol * 10, atol=0.0)
+
+
+@pytest.mark.slow
+def test_compiled_kernels_compile_and_match_eager_to_second_order():
+    from lcnn_audit.layers.softplus_kernels import compiled_kernels
+
+    kernels, reason = compiled_kernels("cpu")
+    if kernels is None:
+        pytest.skip(reason)
+    net = _lcnn().float()
+    x = torch.rand(6, 1, 8, 8)
+    y = torch.randint(0, 5, (6,))
+
+    def grads():
+        net.zero_grad()
+        batch = PenaltyBatch(net, x, y)
+        (batch.loss + gradreg_penalty(batch, weight=1.0)).backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    ref = grads()
+    for m in net.modules():
+        if isinstance(m, CenteredSoftplus):
+            m.kernels = kernels
+    got = grads()
+    for a, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-6)

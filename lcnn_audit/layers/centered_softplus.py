@@ -147,37 +147,49 @@ class _CenteredSoftplusFn(torch.autograd.Function):
     """s₀(x; β) with a closed-form, differentiable backward (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, beta: torch.Tensor, kernels=None) -> torch.Tensor:
+        kernels = kernels if beta.dim() == 0 else None  # compiled kernels take a scalar β
         ctx.save_for_backward(x, beta)
-        return _forward_value(x, _safe_beta(beta))
+        ctx.kernels = kernels
+        b = _safe_beta(beta)
+        return kernels.forward(x, b) if kernels is not None else _forward_value(x, b)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, beta = ctx.saved_tensors
         b = _safe_beta(beta)
         graph = torch.is_grad_enabled()  # create_graph: every op must be differentiable (no in-place)
+        fast = None if graph else ctx.kernels
         gx = gb = None
         if ctx.needs_input_grad[0]:
-            gx = grad * torch.sigmoid(x * b) if graph else (x * b).sigmoid_().mul_(grad)
-        if ctx.needs_input_grad[1]:
-            d_beta = _dbeta_differentiable(x, b) if graph else _dbeta_graph_free(x, b)
-            if beta.dim():
-                gb = (grad * d_beta).sum_to_size(beta.shape)
+            if graph:
+                gx = grad * torch.sigmoid(x * b)
             else:
-                gb = (grad * d_beta).sum() if graph else torch.dot(grad.reshape(-1), d_beta.reshape(-1))
-        return gx, gb
+                gx = fast.grad_x(x, b, grad) if fast is not None else (x * b).sigmoid_().mul_(grad)
+        if ctx.needs_input_grad[1]:
+            if fast is not None:
+                gb = fast.grad_beta(x, b, grad)
+            else:
+                d_beta = _dbeta_differentiable(x, b) if graph else _dbeta_graph_free(x, b)
+                if beta.dim():
+                    gb = (grad * d_beta).sum_to_size(beta.shape)
+                else:
+                    gb = (grad * d_beta).sum() if graph else torch.dot(grad.reshape(-1), d_beta.reshape(-1))
+        return gx, gb, None
 
 
-def centered_softplus(x: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
+def centered_softplus(x: torch.Tensor, beta: torch.Tensor | float, kernels=None) -> torch.Tensor:
     """s₀(x; β) = (1/β)·log((1 + exp(βx))/2) (LCNN paper eq. 4), for β ≥ 0.
 
     ``beta`` is a float or a tensor broadcastable to ``x``; β = 0 gives x/2 (the limit).
     Curvature bound β (eq. 3); slope in (0, 1); second derivative ≤ β/4. One fused
-    autograd node, differentiable to any order (see the module docstring).
+    autograd node, differentiable to any order (see the module docstring). ``kernels``
+    (:func:`lcnn_audit.layers.softplus_kernels.compiled_kernels`) runs the graph-free forward
+    and first-order backward compiled.
     """
     if isinstance(beta, (int, float)) and beta == 0:
         return x / 2
-    return _CenteredSoftplusFn.apply(x, _as_beta(x, beta))
+    return _CenteredSoftplusFn.apply(x, _as_beta(x, beta), kernels)
 
 
 def centered_softplus_composite(x: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
@@ -222,6 +234,8 @@ class CenteredSoftplus(nn.Module):
             self.log_beta = nn.Parameter(raw)
         else:
             self.register_buffer("log_beta", raw)
+        #: compiled kernels (``compiled_kernels``) or None for eager; set by ``train(compile_kernels=True)``
+        self.kernels = None
 
     @property
     def beta(self) -> torch.Tensor:
@@ -229,7 +243,7 @@ class CenteredSoftplus(nn.Module):
         return self.log_beta.exp()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return centered_softplus(x, self.beta)
+        return centered_softplus(x, self.beta, getattr(self, "kernels", None))
 
     def curvature_bound(self) -> float:
         """sup_x |s₀''/s₀'| = β (LCNN eq. 3)."""
