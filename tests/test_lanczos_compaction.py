@@ -46,3 +46,7 @@ def test_compacted_batch_matches_rows_alone(pass_active):
             assert abs(float(res.eigs[i, 0]) - float(top[i])) <= 1e-5
     if pass_active:
         assert min(c for c in calls if c is not None) < B  # stopped rows were masked out
+    plain = lanczos(lambda v, a=None: torch.einsum("bij,bj->bi", A, v), q0, k=1, max_iter=25, tol=1e-6,
+                    pass_active=pass_active, keep_basis=True, compact=False)
+    assert torch.equal(plain.iterations, res.iterations)
+    torch.testing.assert_close(plain.eigs, res.eigs, rtol=1e-12, atol=1e-14)

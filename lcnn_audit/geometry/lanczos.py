@@ -66,6 +66,7 @@ def lanczos(
     restart: Callable[[int], torch.Tensor] | None = None,
     keep_basis: bool = False,
     pass_active: bool = False,
+    compact: bool = True,
 ) -> SpectralResult:
     """Top-``k`` (by magnitude) eigenpairs of each sample's operator.
 
@@ -73,7 +74,9 @@ def lanczos(
     start vectors. ``restart(j)`` returns fresh (B, d) vectors when a sample's Krylov space
     becomes invariant before ``k`` Ritz values exist (exact breakdown). With
     ``pass_active`` the matvec is called as ``matvec(v, active)`` so that it can skip the
-    samples that have stopped (rows of inactive samples are ignored).
+    samples that have stopped (rows of inactive samples are ignored). With ``compact`` the
+    vector work (reorthogonalisation, Ritz solves) runs only on the rows still iterating, once
+    they are at most half of the working set; every row's iterates are the same either way.
     """
     B, d = q0.shape
     m = max(1, min(max_iter, d))
@@ -147,7 +150,7 @@ def lanczos(
             q_next = torch.where(fresh[:, None], r, q_next)
             bw[:, j] = torch.where(fresh, torch.zeros_like(b), bw[:, j])
         Qw[:, j + 1] = torch.where(act[:, None], q_next, torch.zeros_like(q_next))
-        if n_act <= len(rows) // 2:
+        if compact and n_act <= len(rows) // 2:
             write_back()
             keep = act.nonzero().squeeze(1)
             rows, Qw, aw, bw, act = rows[keep], Qw[keep], aw[keep], bw[keep], act[keep]
