@@ -7,8 +7,10 @@ batch 128), the bundled demo model's architecture (the same CNN at width 16 with
 
 * the standard model, with and without GradReg (λ = 1e-3, double backprop);
 * its LCNN conversion (centred softplus, γ-Lipschitz BN, spectral norms with one power
-  step per training forward), with the fused centred softplus (current) and with the
-  composite op it replaced ("before"), with and without GradReg.
+  step per training forward) with the current layers (fused centred softplus, BN scale folded
+  into the affine parameters), with the layers before issue #17 ("before": the composite
+  softplus and the BN scale as a second pass), and with the compiled softplus kernels
+  (``finetune --compile``), with and without GradReg.
 
 Variants are interleaved (A, B, C, ... then again) for ``--reps`` rounds after a warm-up,
 and every ratio is the median over rounds of the ratio within a round, so a neighbour's load
@@ -28,9 +30,11 @@ import statistics
 import time
 
 import torch
+from torch import nn
 
 from lcnn_audit.layers import CenteredSoftplus
 from lcnn_audit.layers.centered_softplus import centered_softplus_composite
+from lcnn_audit.layers.lipschitz_batchnorm import _LipschitzBN
 from lcnn_audit.layers.softplus_kernels import compiled_kernels
 from lcnn_audit.training import TrainConfig, init_model, make_optimizer, train_step
 
@@ -51,15 +55,24 @@ def compiled_softplus(model, kernels):
             m.kernels = None
 
 
+def _bn_scale_after(self, x):
+    """γ-Lipschitz BN as before issue #17: nn.BatchNorm's forward, then a second pass for the scale."""
+    y = nn.modules.batchnorm._BatchNorm.forward(self, x)
+    norm = self.bn_norm().clamp_min(torch.finfo(x.dtype).tiny)
+    return y * (torch.minimum(self.gamma.to(norm.dtype), norm) / norm)
+
+
 @contextlib.contextmanager
 def composite_softplus():
-    """The pre-fusion centred softplus (a composite of ~20 torch ops), for the "before" side."""
-    fused = CenteredSoftplus.forward
+    """The layers before issue #17, for the "before" side: the composite centred softplus (~20
+    torch ops) and the γ-Lipschitz BN scale as a separate pass over the activation."""
+    fused, bn = CenteredSoftplus.forward, _LipschitzBN.forward
     CenteredSoftplus.forward = lambda self, x: centered_softplus_composite(x, self.beta)
+    _LipschitzBN.forward = _bn_scale_after
     try:
         yield
     finally:
-        CenteredSoftplus.forward = fused
+        CenteredSoftplus.forward, _LipschitzBN.forward = fused, bn
 
 
 def sync(dev):
