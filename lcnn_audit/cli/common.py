@@ -35,7 +35,7 @@ def _opt(*names, help: str, panel: str, **kw):
 M, D, O = "Model", "Data", "Output"
 THREADS_HELP = ("Torch intra-op CPU threads. Default: $OMP_NUM_THREADS if set, else the CPUs this process may "
                 "use minus those the 1-minute load average says are busy (at least 1): on 2 shared cores, two "
-                "threads stalled small batches 10-50x in OpenMP spin-waits (docs/benchmarks.md).")
+                "threads made small batches 4-22x slower than one (docs/benchmarks.md).")
 THREADS = Annotated[int | None, _opt("--threads", panel="Runtime", help=THREADS_HELP, min=1, show_default=False)]
 PARAMS = {
     "model": [
