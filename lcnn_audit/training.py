@@ -551,6 +551,10 @@ def train(
         for m in softplus_layers:
             m.kernels = None
     if output is not None:
+        from .layers.spectral import refit_spectral_norms  # noqa: PLC0415
+
+        # one power step per training forward only tracks σ; the saved layers get the converged pair
+        refit_spectral_norms(unwrap(model))
         save_model(unwrap(model), output, recipe)
     res = result(True)
     _write_log(log_path, res)
