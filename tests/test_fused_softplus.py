@@ -233,3 +233,15 @@ def test_compiled_kernels_compile_and_match_eager_to_second_order():
     got = grads()
     for a, r in zip(got, ref, strict=True):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-6)
+
+
+def test_batched_vjps_through_the_fused_op():
+    """logit Jacobians use is_grads_batched (vmap over the incoming gradients): no fallback, same rows."""
+    net = _lcnn().eval()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    logits = net(x)
+    eye = torch.eye(5, dtype=torch.float64)[:, None, :].expand(5, 3, 5)
+    (batched,) = torch.autograd.grad(logits, x, grad_outputs=eye, retain_graph=True, is_grads_batched=True)
+    for c in range(5):
+        (row,) = torch.autograd.grad(logits, x, grad_outputs=eye[c], retain_graph=True)
+        torch.testing.assert_close(batched[c], row, rtol=1e-12, atol=1e-14)

@@ -165,7 +165,8 @@ class _CenteredSoftplusFn(torch.autograd.Function):
             if graph:
                 gx = grad * torch.sigmoid(x * b)
             else:
-                gx = fast.grad_x(x, b, grad) if fast is not None else (x * b).sigmoid_().mul_(grad)
+                # grad * σ, not σ.mul_(grad): under is_grads_batched (vmap over grad) the in-place form fails
+                gx = fast.grad_x(x, b, grad) if fast is not None else grad * (x * b).sigmoid_()
         if ctx.needs_input_grad[1]:
             if fast is not None:
                 gb = fast.grad_beta(x, b, grad)
