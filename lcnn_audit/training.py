@@ -430,6 +430,7 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     stop: StopFlag | None = None,
     handle_sigint: bool = True,
+    compile_kernels: bool = False,
 ) -> AuditResult:
     """Train ``model`` in place; see the module docstring.
 
@@ -439,6 +440,9 @@ def train(
     different options is refused. ``output``: at the end, the weights are saved there as
     safetensors with the recipe embedded (``save_model``), loadable by every command.
     ``run_config`` is extra JSON-able context recorded in the log and in the resume check.
+    ``compile_kernels`` runs the centred softplus layers on ``torch.compile``d kernels
+    (:mod:`lcnn_audit.layers.softplus_kernels`) when they compile and agree with the eager
+    ones; ``summary["kernels"]`` says which ran (and why eager, when compiling failed).
     """
     from .coerce import as_image_data  # noqa: PLC0415
 
@@ -507,9 +511,19 @@ def train(
         write_with(ck_path, lambda tmp: torch.save(state, str(tmp)))
 
     t_start = time.perf_counter()
+    softplus_layers = lcnn_parameters(model)[0]
+    kernels_used = "eager"
+    if compile_kernels and softplus_layers:
+        from .layers.softplus_kernels import compiled_kernels  # noqa: PLC0415
+
+        kernels, reason = compiled_kernels(device)
+        kernels_used = "compiled" if kernels is not None else f"eager: {reason}"
+        for m in softplus_layers:
+            m.kernels = kernels
 
     def result(done: bool) -> AuditResult:
         summary = {"epochs": history, "final": history[-1] if history else None, "epochs_done": len(history),
+                   "kernels": kernels_used,
                    "epochs_planned": config.epochs, "output": str(output) if output is not None and done else None,
                    "checkpoint": str(ck_path) if ck_path else None}
         per_epoch = [h["seconds"] for h in history]
@@ -547,11 +561,40 @@ def train(
                 save_checkpoint(True)
     finally:
         model.eval()
+        for m in softplus_layers:
+            m.kernels = None
     if output is not None:
+        from .layers.spectral import refit_spectral_norms  # noqa: PLC0415
+
+        # one power step per training forward only tracks σ; the saved layers get the converged pair
+        refit_spectral_norms(unwrap(model))
         save_model(unwrap(model), output, recipe)
     res = result(True)
     _write_log(log_path, res)
     return res
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               index: torch.Tensor, active: dict[str, dict], *, seed: int = 0, track_input: bool = True,
+               where: str = "a step"):
+    """One optimisation step on the penalised objective (mean CE + Σ active penalties).
+
+    ``active`` maps penalty names to their keyword arguments (``PenaltyConfig.active``).
+    Returns (penalty batch, CE loss, objective, {name: term}); raises
+    :class:`TrainingDivergedError` on a non-finite objective, before the weights change.
+    """
+    pb = PenaltyBatch(model, x, y, index, seed=seed, track_input=track_input)
+    terms = {name: PENALTIES[name](pb, **kw) for name, kw in active.items()}
+    loss = pb.loss
+    total = loss + sum(terms.values()) if terms else loss
+    if not torch.isfinite(total):
+        raise TrainingDivergedError(
+            f"training diverged at {where} (objective {float(total.detach())}); lower "
+            "the learning rate or the penalty weights (CURE: also --cure-h-warmup)")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return pb, loss, total, terms
 
 
 def _run_epoch(model, data, config, optimizer, scheduler, epoch, start_step, accum, bs, steps, aug_mode, device,
@@ -576,19 +619,10 @@ def _run_epoch(model, data, config, optimizer, scheduler, epoch, start_step, acc
             model.eval()
             x = attack(model, x, y, index=index).detach()
         model.train()
-        active = config.penalties.active(epoch + s / steps)
-        pb = PenaltyBatch(model, x, y, index, seed=pen_seed, track_input=track_input)
-        terms = {name: PENALTIES[name](pb, **kw) for name, kw in active.items()}
-        loss = pb.loss
-        total = loss + sum(terms.values()) if terms else loss
-        if not torch.isfinite(total):
-            raise TrainingDivergedError(
-                f"training diverged at epoch {epoch + 1} step {s + 1} (objective {float(total.detach())}); lower "
-                "the learning rate or the penalty weights (CURE: also --cure-h-warmup)")
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        active = config.penalties.active(epoch + s / steps)
+        pb, loss, total, terms = train_step(model, optimizer, x, y, index, active, seed=pen_seed,
+                                            track_input=track_input, where=f"epoch {epoch + 1} step {s + 1}")
         scheduler.step()
         correct = int((pb.logits.detach().argmax(1) == y).sum())
         accum.add(len(y), float(loss.detach()), float(total.detach()), correct,

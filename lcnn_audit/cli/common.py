@@ -48,6 +48,10 @@ SINGLE_SPLIT_HELP = ("Read an ImageFolder without train/ and test/ subfolders (c
                      "both splits.")
 VERBOSE_HELP = ("Also print the library's log messages. Without a terminal (CI), progress is a plain line every "
                 "$LCNN_AUDIT_HEARTBEAT seconds (default 15).")
+THREADS_HELP = ("Torch intra-op CPU threads. Default: $OMP_NUM_THREADS if set, else the CPUs this process may "
+                "use minus those the 1-minute load average says are busy (at least 1): on 2 shared cores, two "
+                "threads made small batches 4-22x slower than one (docs/benchmarks.md).")
+THREADS = Annotated[int | None, _opt("--threads", panel="Runtime", help=THREADS_HELP, min=1, show_default=False)]
 PARAMS = {
     "model": [
         ("checkpoint", Annotated[str | None, typer.Argument(
@@ -106,6 +110,7 @@ PARAMS = {
         ("quiet", Annotated[bool, _opt("--quiet", "-q", panel=O, help="Print only the result paths.")], False),
         ("verbose", Annotated[bool, _opt("--verbose", "-v", panel=O, help=VERBOSE_HELP)], False),
     ],
+    "runtime": [("threads", THREADS, None)],
     "resume": [
         ("resume", Annotated[bool, _opt("--resume", panel=O, help=(
             "Continue an interrupted run from <json>.partial (needs --json; per-batch progress is saved "
@@ -269,8 +274,32 @@ def fail(err: LcnnAuditError) -> None:
     raise typer.Exit(err.exit_code)
 
 
+def default_threads() -> int:
+    """The ``--threads`` default: $OMP_NUM_THREADS, else usable CPUs minus busy ones (≥ 1)."""
+    import os
+
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = int(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, cpus - busy)
+
+
+def set_threads(threads: int | None) -> int:
+    """``torch.set_num_threads`` to ``threads`` (None: :func:`default_threads`); returns it."""
+    import torch
+
+    n = default_threads() if threads is None else threads
+    if n < 1:
+        raise UsageError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    return n
+
+
 def command_options(*groups: str):
-    """Add the shared option ``groups`` to a command; it receives them as ``ctx: Ctx``."""
+    """Add the shared option ``groups`` (and ``--threads``) to a command; it receives them as ``ctx: Ctx``."""
+    groups = (*groups, "runtime")
 
     def deco(fn):
         sig = inspect.signature(fn)
@@ -289,6 +318,7 @@ def command_options(*groups: str):
                     ctx.check_outputs()  # the command checks its own outputs with these again
                 if "seed" in ctx.opts:
                     check_seed(ctx.opts["seed"])
+                set_threads(ctx.opts.get("threads"))
                 with cli_warnings():
                     return fn(ctx=ctx, **kwargs)
             except LcnnAuditError as err:

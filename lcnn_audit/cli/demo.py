@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import VERBOSE_HELP, Ctx, console, handle_errors, styled
+from .common import THREADS, VERBOSE_HELP, Ctx, console, handle_errors, set_threads, styled
 
 
 @app.command()
@@ -16,12 +16,14 @@ def demo(
     n: Annotated[int, typer.Option(help="Samples of the bundled test sample to audit.")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result paths.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
+    threads: THREADS = None,
 ) -> None:
     """Run the audits on the bundled demo CNN and Fashion-MNIST sample (no downloads)."""
     from ..demo import DEMO_STEPS, run_demo
     from ..io import check_outputs
 
     check_outputs({}, dirs={"--out": out})
+    set_threads(threads)
     ctx = Ctx({"quiet": quiet})
     for step in DEMO_STEPS:
         with ctx.progress(step.title) as bar:

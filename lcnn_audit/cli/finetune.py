@@ -102,6 +102,9 @@ def finetune(
     adv_steps: Annotated[int, _opt("--adv-steps", panel=A, help="PGD steps (paper: 3).")] = 3,
     adv_step_size: Annotated[float | None, _opt("--adv-step-size", panel=A, help="PGD step size (default: the "
                                                                                   "attack's).")] = None,
+    compile_kernels: Annotated[bool, _opt("--compile", panel=T, help=(
+        "Run the centred-softplus layers on torch.compile'd kernels (about a minute to compile once; "
+        "falls back to eager, with a note, where compiling fails)."))] = False,
 ) -> None:
     """Train or fine-tune a model with curvature penalties; checkpoints every epoch, exact --resume."""
     from ..errors import UsageError
@@ -171,7 +174,10 @@ def finetune(
               f"checkpoints and log in {run_dir}")
     with _live(ctx, epochs) as (on_step, on_epoch):
         result = train(model, train_data, test_data, config, run_dir=run_dir, resume=resume, output=out,
-                       run_config={"source": source}, on_step=on_step, on_epoch=on_epoch)
+                       run_config={"source": source}, on_step=on_step, on_epoch=on_epoch,
+                       compile_kernels=compile_kernels)
+    if compile_kernels and result.summary.get("kernels", "").startswith("eager"):
+        ctx.notice(result.summary["kernels"])
     if json_path:
         from .common import write_result
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import app
-from .common import VERBOSE_HELP, Ctx, console, err_console, handle_errors, plain, styled
+from .common import THREADS, VERBOSE_HELP, Ctx, console, err_console, handle_errors, plain, set_threads, styled
 
 O = "Output"
 STYLE = {"pass": "green", "fail": "bold red", "error": "yellow", "skip": "dim"}
@@ -49,12 +49,14 @@ def gate(
         "--trust-policy", help="Allow the policy's model.arch to name code (file.py:factory, package.module:factory) "
                                "and its model.trust_checkpoint: only for a policy you wrote or reviewed.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP, rich_help_panel=O)] = False,
+    threads: THREADS = None,
 ) -> None:
     """Run a policy's audits (or read --results) and check every metric against its bound.
 
     Exit code 0: every check passed; 1: a check failed; 2: a usage or policy error (every
     policy problem is listed with its YAML path); 3: an audit's own validity check failed.
     """
+    set_threads(threads)
     from ..errors import UsageError
     from ..gates import gate as run_gate
     from ..gates import load_policy

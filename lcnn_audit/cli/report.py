@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import VERBOSE_HELP, console, handle_errors
+from .common import THREADS, VERBOSE_HELP, console, handle_errors, set_threads
 
 
 @app.command()
@@ -26,9 +26,11 @@ def report(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the figures.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
+    threads: THREADS = None,
 ) -> None:
     """Tables in the style of LCNN Tables 1-3 (one row per model), curvature histograms,
     gradient-robustness curves and robust accuracy against eps."""
+    set_threads(threads)
     from ..io import check_outputs
     from ..report import check_report_path, load_inputs, write_report
 

@@ -81,6 +81,7 @@ def lanczos(
     restart: Callable[[int], torch.Tensor] | None = None,
     keep_basis: bool = False,
     pass_active: bool = False,
+    compact: bool = True,
 ) -> SpectralResult:
     """Top-``k`` (by magnitude) eigenpairs of each sample's operator.
 
@@ -88,7 +89,9 @@ def lanczos(
     start vectors. ``restart(j)`` returns fresh (B, d) vectors when a sample's Krylov space
     becomes invariant before ``k`` Ritz values exist (exact breakdown). With
     ``pass_active`` the matvec is called as ``matvec(v, active)`` so that it can skip the
-    samples that have stopped (rows of inactive samples are ignored).
+    samples that have stopped (rows of inactive samples are ignored). With ``compact`` the
+    vector work (reorthogonalisation, Ritz solves) runs only on the rows still iterating, once
+    they are at most half of the working set; every row's iterates are the same either way.
     """
     B, d = q0.shape
     m = max(1, min(max_iter, d))
@@ -104,44 +107,71 @@ def lanczos(
     converged = torch.zeros(B, dtype=torch.bool, device=dev)
     iters = torch.zeros(B, dtype=torch.long, device=dev)
     breakdown_rel = 100 * torch.finfo(dt).eps
+    # working set: the rows still iterating, compacted (copied out of Q, alpha, beta) once the active
+    # ones fall to half of it, so that reorthogonalisation and the Ritz solves skip stopped samples
+    rows = torch.arange(B, device=dev)
+    Qw, aw, bw, act = Q, alpha, beta, active.clone()
+
+    def write_back():
+        if len(rows) < B:
+            Q[rows], alpha[rows], beta[rows] = Qw, aw, bw
+
+    def call(q):
+        if len(rows) == B:
+            return matvec(q, act) if pass_active else matvec(q)
+        full = q.new_zeros(B, d)
+        full[rows] = q
+        if not pass_active:
+            return matvec(full)[rows]
+        mask = torch.zeros(B, dtype=torch.bool, device=dev)
+        mask[rows] = act
+        return matvec(full, mask)[rows]
+
     for j in range(m):
-        q = Q[:, j]
-        w = matvec(q, active) if pass_active else matvec(q)
-        _require_finite(w, active)
+        q = Qw[:, j]
+        w = call(q)
+        _require_finite(w, act)
         a = (w * q).sum(1)
         w = w - a[:, None] * q
         if j > 0:
-            w = w - beta[:, j - 1, None] * Q[:, j - 1]
-        basis = Q[:, : j + 1]
+            w = w - bw[:, j - 1, None] * Qw[:, j - 1]
+        basis = Qw[:, : j + 1]
         for _ in range(2):
             w = w - torch.einsum("bk,bkd->bd", torch.einsum("bkd,bd->bk", basis, w), basis)
         b = w.norm(dim=1)
-        alpha[:, j] = torch.where(active, a, alpha[:, j])
-        beta[:, j] = torch.where(active, b, beta[:, j])
-        iters += active.long()
-        theta, S = _ritz(alpha[:, : j + 1], beta[:, :j])
+        aw[:, j] = torch.where(act, a, aw[:, j])
+        bw[:, j] = torch.where(act, b, bw[:, j])
+        iters[rows] += act.long()
+        theta, S = _ritz(aw[:, : j + 1], bw[:, :j])
         kk = min(watch, j + 1)
         scale = theta[:, 0].abs()
         resid = b.double()[:, None] * S[:, j, :kk].abs()
         enough = (j + 1) >= min(watch, d)
         ok = (resid <= tol * scale[:, None] + atol).all(1) & enough
         broke = b.double() <= breakdown_rel * scale.clamp_min(torch.finfo(dt).tiny)
-        newly = active & ok
-        converged |= newly
-        active &= ~newly
-        if not bool(active.any()):
+        newly = act & ok
+        converged[rows[newly]] = True
+        act &= ~newly
+        n_act = int(act.sum())
+        if n_act == 0:
             break
         # exact breakdown with too few Ritz values: continue from a fresh orthogonal direction
-        fresh = active & broke
+        fresh = act & broke
         q_next = w / b.clamp_min(torch.finfo(dt).tiny)[:, None]
         if bool(fresh.any()) and restart is not None and j + 1 < m:
-            r = restart(j).to(dt)
+            r = restart(j).to(dt)[rows]
             for _ in range(2):
                 r = r - torch.einsum("bk,bkd->bd", torch.einsum("bkd,bd->bk", basis, r), basis)
             r = r / r.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dt).tiny)
             q_next = torch.where(fresh[:, None], r, q_next)
-            beta[:, j] = torch.where(fresh, torch.zeros_like(b), beta[:, j])
-        Q[:, j + 1] = torch.where(active[:, None], q_next, torch.zeros_like(q_next))
+            bw[:, j] = torch.where(fresh, torch.zeros_like(b), bw[:, j])
+        Qw[:, j + 1] = torch.where(act[:, None], q_next, torch.zeros_like(q_next))
+        if compact and n_act <= len(rows) // 2:
+            write_back()
+            keep = act.nonzero().squeeze(1)
+            rows, Qw, aw, bw, act = rows[keep], Qw[keep], aw[keep], bw[keep], act[keep]
+    write_back()
+    active[rows] = act
     # final Ritz pairs from each sample's own tridiagonal (zero-padded beyond its size)
     n_max = int(iters.max())
     pos = torch.arange(n_max, device=dev)

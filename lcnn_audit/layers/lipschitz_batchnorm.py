@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
@@ -75,9 +76,28 @@ class _LipschitzBN:
         return torch.minimum(self.gamma.to(self.running_var.dtype), self.bn_norm())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)  # batch stats + running-stat update in train mode, running stats in eval
+        # min(γ, ‖BN‖₂)/‖BN‖₂ · BN(x; w, b) = BN(x; c·w, c·b): the scale c goes into the affine
+        # parameters (C numbers) instead of a second pass over the activation. Otherwise as
+        # nn.BatchNorm's forward: batch statistics and running-statistic updates in train mode
+        # (track_running_stats is required), running statistics in eval mode.
+        # The running statistics are updated first (one read of x), so that c comes from the updated
+        # running variance, as with a scale applied after nn.BatchNorm's forward.
+        self._check_input_dim(x)
+        if self.training:
+            factor = 0.0 if self.momentum is None else self.momentum
+            if self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+                if self.momentum is None:  # cumulative moving average
+                    factor = 1.0 / float(self.num_batches_tracked)
+            torch.batch_norm_update_stats(x.detach(), self.running_mean, self.running_var, factor)
         norm = self.bn_norm().clamp_min(torch.finfo(x.dtype).tiny)
-        return y * (torch.minimum(self.gamma.to(norm.dtype), norm) / norm)
+        c = torch.minimum(self.gamma.to(norm.dtype), norm) / norm
+        # (contiguous: the CPU eval-mode batch-norm backward reads garbage from a stride-0 expanded weight)
+        weight = self.weight * c if self.affine else c.expand(self.num_features).contiguous()
+        bias = self.bias * c if self.affine else None
+        if self.training:
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, False, 0.0, self.eps)
 
     @classmethod
     def from_batchnorm(cls, bn: nn.modules.batchnorm._BatchNorm, gamma_init: float | None = None):

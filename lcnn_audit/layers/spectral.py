@@ -326,3 +326,26 @@ def spectral_parametrization(module: nn.Module) -> nn.Module | None:
         if isinstance(p, ConvSpectralNorm) or type(p).__name__ == "_SpectralNorm":
             return p
     return None
+
+
+@torch.no_grad()
+def refit_spectral_norms(model: nn.Module, *, tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER
+                         ) -> list[SingularResult]:
+    """Set every spectral-norm parametrisation's singular vectors to the converged top pair of
+    its current raw weight (:func:`top_singular` / :func:`matrix_norm`), so that each layer's
+    spectral norm is 1 to ``tol`` again after training, where one power step per forward
+    (LCNN §3.4.1, as the paper's code) only tracks it. Returns one result per layer."""
+    out = []
+    for module in model.modules():
+        par = spectral_parametrization(module)
+        if par is None:
+            continue
+        raw = module.parametrizations.weight.original
+        if isinstance(par, ConvSpectralNorm):
+            out.append(par.converge(raw, tol=tol, max_iter=max_iter))
+        elif raw.ndim > 1:  # torch's _SpectralNorm on a matrix (1-D weights are normalised exactly)
+            res = matrix_norm(par._reshape_weight_to_matrix(raw), tol=tol, max_iter=max_iter)
+            par._u.copy_(res.u.reshape(-1))
+            par._v.copy_(res.v.reshape(-1))
+            out.append(res)
+    return out
