@@ -12,7 +12,7 @@ from .base import LOSSES, NORMS
 from .cw import CarliniWagnerL2
 from .deepfool import DeepFool
 from .fgsm import FGSM
-from .pgd import PGD
+from .pgd import PGD, STEP_RULES
 
 #: name -> attack class (the registry; its errors list the valid names).
 ATTACKS: dict[str, type] = {"pgd": PGD, "fgsm": FGSM, "deepfool": DeepFool, "cw": CarliniWagnerL2,
@@ -90,6 +90,7 @@ class AttackOptions:
     eps: dict[str, tuple[float, ...]] | tuple[float, ...] | None = None
     steps: int = 10
     step_size: float | None = None
+    step_rule: str | None = None
     restarts: int = 1
     random_start: bool = True
     loss: str = "ce"
@@ -209,6 +210,10 @@ class AttackOptions:
                 problems.append(f"{name.replace('_', '-')} must be >= {lo}, got {v}")
         if self.step_size is not None and not self.step_size > 0:
             problems.append(f"step-size must be positive, got {self.step_size}")
+        if self.step_rule is not None and self.step_rule not in STEP_RULES:
+            problems.append(f"unknown step rule {self.step_rule!r}; use one of {', '.join(STEP_RULES)}")
+        if self.step_rule == "apgd" and self.step_size is not None:
+            problems.append("--step-size sets a fixed step; it does not combine with --step-rule apgd")
         if self.loss not in LOSSES:
             problems.append(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
         if self.version not in VERSIONS:
@@ -238,7 +243,7 @@ class AttackOptions:
         """The attack object for one (attack, norm, eps)."""
         if attack == "pgd":
             return PGD(norm, eps, steps=steps or self.steps, step_size=self.step_size, restarts=self.restarts,
-                       random_start=self.random_start, seed=self.seed, loss=self.loss)
+                       random_start=self.random_start, seed=self.seed, loss=self.loss, step_rule=self.step_rule)
         if attack == "fgsm":
             return FGSM(norm, eps, loss=self.loss)
         if attack == "deepfool":
@@ -251,7 +256,8 @@ class AttackOptions:
                               n_iter=self.aa_n_iter, n_queries=self.aa_n_queries)
         if attack == ADAPTIVE:
             return PGD(norm, eps, steps=steps or self.steps, step_size=self.step_size, restarts=self.restarts,
-                       random_start=self.random_start, seed=self.seed, loss="margin", eot=self.eot)
+                       random_start=self.random_start, seed=self.seed, loss="margin", eot=self.eot,
+                       step_rule=self.step_rule)
         raise UsageError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
 
     def to_dict(self) -> dict:

@@ -16,8 +16,14 @@ the cube; l2: a direction uniform on the sphere times radius eps·U^(1/d), i.e. 
 the ball); ``"random"`` draws every restart uniformly (Madry et al.'s training recipe);
 ``"none"`` starts every restart at x.
 
-The step size defaults to ``2.5 · eps / steps`` (Madry et al.): the steps can travel the
-ball's diameter and back, whatever the number of steps.
+Step rules (``step_rule``): ``"fixed"`` uses ``step_size``, by default ``2.5 · eps / steps``
+(Madry et al.): the steps can travel the ball's diameter and back, whatever the number of
+steps. ``"apgd"`` (the default unless a ``step_size`` is given) is the step-size rule of
+APGD (Croce & Hein, ICML 2020, Alg. 1): per sample, the step starts at 2·eps, each iterate
+adds momentum 0.75 towards the projected gradient step, and at checkpoints (after 22 % of
+the budget, then at shrinking intervals) the step is halved and the iterate reset to the
+best point when fewer than 75 % of the steps since the last checkpoint raised the loss, or
+when the best loss did not improve without a halving.
 
 Random starts are drawn per sample with :mod:`lcnn_audit.rng` from ``(seed, restart,
 dataset index)``, so a sample's result does not depend on the batch it is in. On an
@@ -51,6 +57,21 @@ STREAM_PGD = 0x00A7_0000
 
 
 STARTS = ("clean", "random", "none")
+STEP_RULES = ("fixed", "apgd")
+#: APGD's momentum and its checkpoint success-rate threshold (Croce & Hein, ICML 2020, Alg. 1).
+APGD_ALPHA, APGD_RHO = 0.75, 0.75
+
+
+def apgd_checkpoints(steps: int) -> set[int]:
+    """The iterations at which APGD may halve its step: the first after 22 % of the budget, then
+    at intervals shrinking by 3 % of the budget down to 6 % (the reference code's integer schedule)."""
+    first, shrink, least = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    out, at, gap = set(), first, first
+    while at <= steps:
+        out.add(at)
+        gap = max(gap - shrink, least)
+        at += gap
+    return out
 
 
 @dataclass
@@ -65,7 +86,7 @@ class PGDOutput:
 
 class PGD:
     """``PGD(norm, eps, steps=10, step_size=None, restarts=1, random_start=True, seed=0, loss="ce",
-    start="clean", eot=1)``.
+    start="clean", eot=1, step_rule=None)``.
 
     ``attack(model, x, y, index=None) -> x_adv``: the best (misclassifying, else highest
     loss) iterate within the eps-ball ∩ [0, 1]. ``index`` holds dataset indices that seed
@@ -82,7 +103,7 @@ class PGD:
 
     def __init__(self, norm: str = "l2", eps: float | None = None, steps: int = 10, step_size: float | None = None,
                  restarts: int = 1, random_start: bool = True, seed: int = 0, loss: str = "ce",
-                 start: str = "clean", eot: int = 1):
+                 start: str = "clean", eot: int = 1, step_rule: str | None = None):
         check_norm("PGD", norm, SUPPORTED_NORMS)
         self.norm = norm
         self.eps = check_eps("PGD", eps)
@@ -98,6 +119,11 @@ class PGD:
             raise UsageError(f"PGD: unknown start {start!r}; use one of {', '.join(STARTS)}")
         if int(eot) < 1:
             raise UsageError(f"PGD: eot must be >= 1, got {eot}")
+        if step_rule is None:  # an explicit step size asks for fixed steps; otherwise APGD's rule
+            step_rule = "fixed" if step_size is not None else "apgd"
+        if step_rule not in STEP_RULES:
+            raise UsageError(f"PGD: unknown step_rule {step_rule!r}; use one of {', '.join(STEP_RULES)}")
+        self.step_rule = step_rule
         self.steps, self.restarts = int(steps), int(restarts)
         self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps / self.steps
         self.start_mode = start if random_start else "none"
@@ -106,7 +132,7 @@ class PGD:
     def __repr__(self) -> str:
         return (f"PGD(norm={self.norm!r}, eps={self.eps:g}, steps={self.steps}, step_size={self.step_size:g}, "
                 f"restarts={self.restarts}, start={self.start_mode!r}, seed={self.seed}, loss={self.loss!r}, "
-                f"eot={self.eot})")
+                f"eot={self.eot}, step_rule={self.step_rule!r})")
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         return self.run(model, x, y, index).x_adv
@@ -151,8 +177,8 @@ class PGD:
                 if todo.numel() == 0:
                     break
                 xs, ys, ids = x[todo], y[todo], index[todo]
-            bx, badv, bloss, bpath, tr = self._restart(model, xs, ys, self.initial(xs, ids.to(x.device), r),
-                                                       trace and r == 0)
+            body = self._restart_apgd if self.step_rule == "apgd" else self._restart
+            bx, badv, bloss, bpath, tr = body(model, xs, ys, self.initial(xs, ids.to(x.device), r), trace and r == 0)
             if r == 0:
                 losses = tr
             if per_restart is not None:
@@ -198,4 +224,66 @@ class PGD:
             if t < self.steps:
                 delta = project(xs, delta + self.step_size * ascent_direction(g, self.norm), self.norm, self.eps,
                                 branchless=branchless)
+        return bx, badv, bloss, path, (torch.stack(trace, dim=1) if keep_trace else None)
+
+    def _restart_apgd(self, model, xs, ys, delta, keep_trace=False):
+        """One restart under APGD's step rule (Croce & Hein 2020, Alg. 1), same bookkeeping as :meth:`_restart`."""
+        view = (-1, *([1] * (xs.ndim - 1)))
+        n = xs.shape[0]
+        branchless = xs.device.type != "cpu"
+        checkpoints = apgd_checkpoints(self.steps)
+        eta = torch.full((n,), 2.0 * self.eps, device=xs.device)
+
+        def proj(d):
+            return project(xs, d, self.norm, self.eps, branchless=branchless)
+
+        cur = (xs + delta).clamp_(0.0, 1.0)
+        g, logits, loss = input_gradient(model, cur, ys, self.loss, eot=self.eot)
+        loss = torch.nan_to_num(loss.float(), nan=float("-inf"))
+        adv = logits.argmax(dim=1) != ys
+        bx, badv, bloss, path = cur.clone(), adv.clone(), loss.clone(), adv.clone()
+        trace = [loss] if keep_trace else []
+        x_max, f_max, g_max = cur.clone(), loss.clone(), g.clone()
+        prev, f_cur = cur.clone(), loss.clone()
+        successes = torch.zeros(n, device=xs.device)
+        f_max_check, reduced_check = f_max.clone(), torch.zeros(n, dtype=torch.bool, device=xs.device)
+        last_check = 0
+        for k in range(self.steps):
+            z = xs + proj(cur - xs + eta.view(view) * ascent_direction(g, self.norm))
+            if k == 0:
+                nxt = z
+            else:
+                nxt = xs + proj(cur - xs + APGD_ALPHA * (z - cur) + (1 - APGD_ALPHA) * (cur - prev))
+            nxt = nxt.clamp_(0.0, 1.0)
+            if k + 1 < self.steps:
+                g, logits, loss = input_gradient(model, nxt, ys, self.loss, eot=self.eot)
+            else:
+                logits, loss = evaluate(model, nxt, ys, self.loss, eot=self.eot)
+            loss = torch.nan_to_num(loss.float(), nan=float("-inf"))
+            adv = logits.argmax(dim=1) != ys
+            if keep_trace:
+                trace.append(loss)
+            better = (adv & ~badv) | ((adv == badv) & (loss > bloss))
+            bx = torch.where(better.view(view), nxt, bx)
+            badv = torch.where(better, adv, badv)
+            bloss = torch.where(better, loss, bloss)
+            path |= adv
+            successes += (loss > f_cur).float()
+            improved = loss > f_max
+            x_max = torch.where(improved.view(view), nxt, x_max)
+            f_max = torch.where(improved, loss, f_max)
+            if k + 1 < self.steps:
+                g_max = torch.where(improved.view(view), g, g_max)
+            prev, cur, f_cur = cur, nxt, loss
+            if k + 1 in checkpoints and k + 1 < self.steps:
+                oscillating = successes < APGD_RHO * (k + 1 - last_check)
+                stalled = ~reduced_check & (f_max_check >= f_max)
+                halve = oscillating | stalled
+                eta = torch.where(halve, eta / 2, eta)
+                cur = torch.where(halve.view(view), x_max, cur)
+                prev = torch.where(halve.view(view), cur, prev)
+                g = torch.where(halve.view(view), g_max, g)
+                f_cur = torch.where(halve, f_max, f_cur)
+                successes = torch.zeros_like(successes)
+                f_max_check, reduced_check, last_check = f_max.clone(), halve, k + 1
         return bx, badv, bloss, path, (torch.stack(trace, dim=1) if keep_trace else None)

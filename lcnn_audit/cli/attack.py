@@ -45,8 +45,11 @@ def attack(
     steps: Annotated[int, typer.Option(help="PGD steps.", rich_help_panel=A, min=1)] = 10,
     restarts: Annotated[int, typer.Option(help="PGD random restarts (the best is kept per sample).",
                                           rich_help_panel=A, min=1)] = 1,
-    step_size: Annotated[float | None, typer.Option(help="PGD step size (default 2.5·eps/steps).",
-                                                    rich_help_panel=A)] = None,
+    step_size: Annotated[float | None, typer.Option(help="PGD fixed step size (default 2.5·eps/steps with "
+                                                         "--step-rule fixed).", rich_help_panel=A)] = None,
+    step_rule: Annotated[str | None, typer.Option(help="PGD step-size rule: apgd (adaptive step and momentum, Croce "
+                                                       "& Hein 2020; the default) or fixed (the default with "
+                                                       "--step-size).", rich_help_panel=A)] = None,
     random_start: Annotated[bool, typer.Option("--random-start/--no-random-start", help="PGD random start.",
                                                rich_help_panel=A)] = True,
     loss: Annotated[str, typer.Option(help="PGD/FGSM objective: ce (cross-entropy) or margin (C&W margin).",
@@ -98,6 +101,7 @@ def attack(
 
     opts = AttackOptions(
         attacks=_csv(attack), norms=_csv(norm), eps=parse_eps(eps), steps=steps, step_size=step_size,
+        step_rule=step_rule.strip().lower() if step_rule else None,
         restarts=restarts, random_start=random_start, loss=loss, version=version,
         aa_attacks=_csv(aa_attacks) or None, aa_n_iter=aa_n_iter, aa_n_queries=aa_n_queries, df_steps=df_steps,
         overshoot=overshoot, candidates=candidates, cw_steps=cw_steps, cw_search_steps=cw_search_steps, cw_lr=cw_lr,
