@@ -132,3 +132,29 @@ def test_indicator_counts_and_gate_paths():
     assert ind["non_convergence"]["checked"] == len(range(0, len(y), 8))
     assert resolve_metric(res.summary, "indicators.silent_success.count")[0] == 0
     assert res.summary["flags"]["gradient_masking"] is False
+
+
+def test_cli_counters_and_their_errors(tmp_path):
+    import json
+
+    from tests.test_attack_cli import FAST, assert_one_line_error, invoke
+
+    out = tmp_path / "r.json"
+    res = invoke("attack", *FAST, "--eot", "2", "--bpda", "normalize", "--json", out)
+    assert res.exit_code == 0, res.output
+    s = json.loads(out.read_text())["summary"]
+    assert "pgd_adaptive" in s
+    assert s["pgd_adaptive"]["l2"]["0.3"]["robust"] >= s["worst_case"]["l2"]["0.3"]["robust"]
+    assert "indicators of attack failure" in res.output
+    assert_one_line_error(invoke("attack", *FAST, "--bpda", "prep"), "no submodule 'prep'")
+    assert_one_line_error(invoke("attack", *FAST, "--step-rule", "adam"), "unknown step rule")
+    assert_one_line_error(invoke("attack", *FAST, "--step-rule", "apgd", "--step-size", "0.1"), "fixed step")
+
+
+def test_gate_policy_checks_indicator_paths():
+    from lcnn_audit.gates.policy import _attack_metric_problems
+
+    assert _attack_metric_problems(["indicators", "silent_success", "count"], None) == []
+    assert _attack_metric_problems(["flags", "non_convergence"], None) == []
+    bad = _attack_metric_problems(["indicators", "silent", "count"], None)
+    assert bad and "unreachable_misclassification" in bad[0]
