@@ -10,7 +10,9 @@ Protocol (GUIDE §3):
   and only still-robust samples are attacked at the next eps; restarts keep the best
   iterate, so every robust accuracy is the per-sample worst case over restarts and smaller
   eps and never rises with eps; ``worst_case`` is the per-sample worst case over every
-  attack that ran (including the masking check's longer PGD run);
+  attack that ran (including the adaptive counter of :mod:`.counters` and the masking
+  checks' extra runs: longer PGD, restarts and a small Square attack on a subsample);
+* the Indicators of Attack Failure (:mod:`.indicators`) are computed per sample alongside;
 * every x_adv is re-checked (:func:`lcnn_audit.attacks.base.recheck`): shape, finiteness,
   [0, 1], ‖x_adv − x‖ ≤ eps + tolerance, and a fresh forward pass decides whether it is
   misclassified. A failed check raises :class:`~lcnn_audit.errors.CheckFailedError`.
@@ -480,7 +482,9 @@ def _checks_config(opts: AttackOptions, data: ImageData) -> dict:
     numel = 1
     for s in data.input_shape:
         numel *= int(s)
-    out: dict = {"enabled": True, "large_eps": {}, "more_steps": {}}
+    out: dict = {"enabled": True, "large_eps": {}, "more_steps": {}, "check_every": opts.check_every,
+                 "restarts_check": {"restarts": 2, "steps": opts.steps * opts.steps_factor},
+                 "square_queries": opts.square_queries}
     for norm in opts.norms:
         if norm not in PGD.norms:
             continue
