@@ -607,7 +607,7 @@ def _run_epoch(model, data, config, optimizer, scheduler, epoch, start_step, acc
 
         adv = config.adversarial
         attack = PGD(norm=adv.norm, eps=adv.eps, steps=adv.steps, step_size=adv.step_size, restarts=1,
-                     random_start=True, seed=_mix(config.seed, epoch, 2) % 2**31)
+                     random_start=True, seed=_mix(config.seed, epoch, 2) % 2**31, start="random", step_rule="fixed")
     pen_seed = _mix(config.seed, epoch, 3) % 2**31
     track_input = config.penalties.needs_input_grad
     for s in range(start_step, steps):

@@ -268,7 +268,7 @@ def test_pgd_at_least_as_strong_as_reference_same_trajectory(demo):
     """No random start, Linf: identical trajectories, so keeping the best iterate can only add successes."""
     model, x, y = demo
     eps, steps = 3 / 255, 5
-    ours = PGD("linf", eps, steps=steps, random_start=False)
+    ours = PGD("linf", eps, steps=steps, random_start=False, step_rule="fixed")
     with torch.no_grad():
         mine = model(ours(model, x, y)).argmax(1) != y
     ref = reference_pgd(model, x, y, "linf", eps, steps, ours.step_size, random_start=False)

@@ -10,7 +10,9 @@ Protocol (GUIDE §3):
   and only still-robust samples are attacked at the next eps; restarts keep the best
   iterate, so every robust accuracy is the per-sample worst case over restarts and smaller
   eps and never rises with eps; ``worst_case`` is the per-sample worst case over every
-  attack that ran (including the masking check's longer PGD run);
+  attack that ran (including the adaptive counter of :mod:`.counters` and the masking
+  checks' extra runs: longer PGD, restarts and a small Square attack on a subsample);
+* the Indicators of Attack Failure (:mod:`.indicators`) are computed per sample alongside;
 * every x_adv is re-checked (:func:`lcnn_audit.attacks.base.recheck`): shape, finiteness,
   [0, 1], ‖x_adv − x‖ ≤ eps + tolerance, and a fresh forward pass decides whether it is
   misclassified. A failed check raises :class:`~lcnn_audit.errors.CheckFailedError`.
@@ -40,18 +42,22 @@ from ..progress import WithinBatch
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, dist_info, run_batches
 from .adv_store import AdvStore, attack_codes_metadata
-from .autoattack import load_autoattack
+from .autoattack import AutoAttack, load_autoattack
 from .base import flat_norm, input_gradient, recheck
-from .flags import compute_flags, large_eps
-from .options import MINIMAL_NORM, WORST, AttackOptions, eps_key
+from .counters import bpda, find_modules
+from .flags import compute_flags, indicator_summary, large_eps
+from .indicators import incomplete_optimization
+from .options import ADAPTIVE, MINIMAL_NORM, WORST, AttackOptions, eps_key
 from .pgd import PGD
 from .stats import clopper_pearson
 
 BASE_FIELDS = ("index", "label", "pred", "correct", "grad_norm", "zero_grad", "nondeterministic")
-FIELD_GROUPS = ("robust_", "deepfool_norm", "cw_norm", "autoattack_by_", "autoattack_checks_", "check_")
+FIELD_GROUPS = ("robust_", "deepfool_norm", "cw_norm", "autoattack_by_", "autoattack_checks_", "check_", "ioaf_")
 #: Normalised logits differing by more than this across passes count as nondeterministic (AutoAttack's alpha).
 NONDETERMINISM_TOL = 1e-4
 MORE_STEPS = "pgd_more_steps"
+RESTARTS_CHECK = "pgd_restarts_check"
+SQUARE_CHECK = "square_check"
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -128,9 +134,10 @@ class _BatchAudit:
             nondet |= (p.argmax(dim=1) != pred) | ((u - unit[0]).norm(dim=1) > NONDETERMINISM_TOL)
         g, _, _ = input_gradient(m, x, y, "ce")
         require_finite(g, "input gradients", batch.index)
+        zero = g.flatten(1).abs().sum(dim=1) == 0
         fields: dict = {"index": batch.index, "label": batch.y, "pred": pred, "correct": correct,
-                        "grad_norm": flat_norm(g, "l2"), "zero_grad": g.flatten(1).abs().sum(dim=1) == 0,
-                        "nondeterministic": nondet}
+                        "grad_norm": flat_norm(g, "l2"), "zero_grad": zero, "nondeterministic": nondet,
+                        "ioaf_unavailable_gradients": correct & (zero | ~torch.isfinite(g.flatten(1)).all(dim=1))}
         deterministic = not bool(nondet.any())
         self.stage, self.n = 0, x.shape[0]
         shard = {"index": batch.index, "label": batch.y, "x": x} if self.store else None
@@ -150,6 +157,10 @@ class _BatchAudit:
         keys = [eps_key(e) for e in eps_list]
         n = x.shape[0]
         worst = torch.zeros(n, len(eps_list), dtype=torch.bool, device=x.device)
+        if norm in PGD.norms:
+            fields[f"ioaf_silent_success_{norm}"] = torch.zeros_like(correct)
+            if self.opts.counters:
+                fields[f"ioaf_transfer_failure_{norm}"] = torch.zeros_like(correct)
         for attack in [a for a, nn_ in self.plan if nn_ == norm]:
             t0 = time.perf_counter()
             if attack in MINIMAL_NORM:
@@ -160,6 +171,10 @@ class _BatchAudit:
             for j, k in enumerate(keys):
                 fields[f"robust_{attack}_{norm}_{k}"] = correct & ~broken[:, j]
             worst |= broken
+        if self.opts.counters and norm in PGD.norms:
+            t0 = time.perf_counter()
+            self._adaptive(norm, x, y, idx, correct, eps_list, worst, fields, collector)
+            self.seconds[ADAPTIVE] += time.perf_counter() - t0
         if self.opts.masking_checks and norm in PGD.norms:
             t0 = time.perf_counter()
             self._checks(norm, x, y, idx, correct, eps_list, worst, fields, collector)
@@ -174,13 +189,24 @@ class _BatchAudit:
         if self.progress is not None:
             self.progress.stage(self.stage / self.stages, self.n)
 
-    def _attack(self, attack, norm, eps, x, y, idx, what, steps=None):
+    def _attack(self, attack, norm, eps, x, y, idx, what, steps=None, atk=None, fields=None, pos=None, **run_kw):
         """Run one eps-bounded attack and re-check its output; returns (x_adv, recheck, raw output)."""
-        atk = self.opts.build(attack, norm, eps, steps=steps)
+        atk = atk if atk is not None else self.opts.build(attack, norm, eps, steps=steps)
         self.attacked[attack] += x.shape[0]
-        out = atk.run(self.m, x, y, idx) if attack == "autoattack" else None
+        if attack == ADAPTIVE:
+            with bpda(self.m, self.opts.bpda):
+                out = atk.run(self.m, x, y, idx, **run_kw)
+        elif isinstance(atk, (PGD, AutoAttack)):
+            out = atk.run(self.m, x, y, idx, **run_kw)
+        else:
+            out = None
         x_adv = out.x_adv if out is not None else atk(self.m, x, y, idx)
-        return x_adv, recheck(self.m, x, x_adv, y, norm, eps, what), out
+        rc = recheck(self.m, x, x_adv, y, norm, eps, what)
+        if isinstance(atk, PGD) and fields is not None and pos is not None:
+            fields[f"ioaf_silent_success_{norm}"][pos] |= out.path_adversarial & ~rc.adversarial
+            if attack == ADAPTIVE:
+                fields[f"ioaf_transfer_failure_{norm}"][pos] |= out.adversarial & ~rc.adversarial
+        return x_adv, rc, out
 
     def _bounded(self, attack, norm, x, y, idx, correct, eps_list, deterministic, fields, collector):
         n = x.shape[0]
@@ -191,8 +217,9 @@ class _BatchAudit:
             by, checks = [""] * n, [""] * n
             if act.numel():
                 what = f"{attack} {norm} eps={eps:g}"
-                x_adv, rc, out = self._attack(attack, norm, eps, x[act], y[act], idx[act], what)
-                if out is not None:
+                x_adv, rc, out = self._attack(attack, norm, eps, x[act], y[act], idx[act], what, fields=fields,
+                                              pos=act)
+                if attack == "autoattack":
                     self._autoattack_claims(out, rc, y[act], deterministic, what)
                     raised = ",".join(k for k, v in out.flags.items() if v)
                     for pos, i in enumerate(act.tolist()):
@@ -240,24 +267,90 @@ class _BatchAudit:
         self._stage_done()
         return broken
 
+    def _square(self, norm, eps, j, x, y, idx, sub, worst, fields, collector) -> None:
+        """A small black-box (Square) attack on the subsample's survivors: shattered gradients lose to it."""
+        square = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        act = (sub & ~worst[:, j]).nonzero().squeeze(1)
+        if act.numel():
+            atk = AutoAttack(norm, eps, version="custom", attacks=["square"], seed=self.opts.seed,
+                             n_queries=self.opts.square_queries)
+            what = f"square {norm} eps={eps:g}, {self.opts.square_queries} queries (black-box check)"
+            x_adv, rc, _ = self._attack(SQUARE_CHECK, norm, eps, x[act], y[act], idx[act], what, atk=atk)
+            hit = act[rc.adversarial]
+            square[hit] = True
+            worst[hit, j:] = True
+            if collector is not None:
+                collector.offer(hit, x_adv[rc.adversarial], j, SQUARE_CHECK, rc.norm[rc.adversarial])
+        fields[f"check_black_box_{norm}_{eps_key(eps)}"] = square
+
+    def _adaptive(self, norm, x, y, idx, correct, eps_list, worst, fields, collector) -> None:
+        """The counter (:mod:`.counters`): margin-loss PGD with ``--eot`` and ``--bpda`` on every input
+        when either is given, else on the inputs whose cross-entropy gradient is exactly zero
+        (saturated). Its row is the worst case over it and the standard attacks."""
+        opts = self.opts
+        needs = correct.clone() if (opts.eot > 1 or opts.bpda) else correct & fields["zero_grad"]
+        broken = worst.clone()
+        for j, eps in enumerate(eps_list):
+            if j:
+                broken[:, j] |= broken[:, j - 1]
+            act = (needs & ~broken[:, j]).nonzero().squeeze(1)
+            if act.numel():
+                x_adv, rc, _ = self._attack(ADAPTIVE, norm, eps, x[act], y[act], idx[act],
+                                            f"{ADAPTIVE} {norm} eps={eps:g}", fields=fields, pos=act)
+                hit = act[rc.adversarial]
+                broken[hit, j] = True
+                if collector is not None:
+                    collector.offer(hit, x_adv[rc.adversarial], j, ADAPTIVE, rc.norm[rc.adversarial])
+        for j, eps in enumerate(eps_list):
+            fields[f"robust_{ADAPTIVE}_{norm}_{eps_key(eps)}"] = correct & ~broken[:, j]
+        fields[f"ioaf_countered_{norm}"] = needs
+        worst |= broken
+
     def _checks(self, norm, x, y, idx, correct, eps_list, worst, fields, collector) -> None:
+        """Masking checks and the Indicators of Attack Failure that need extra attack runs."""
         n = x.shape[0]
+        opts = self.opts
+        j = len(eps_list) // 2
+        eps = eps_list[j]
         if any(a == "pgd" and nn_ == norm for a, nn_ in self.plan):
-            j = len(eps_list) // 2
-            eps = eps_list[j]
             more = torch.zeros(n, dtype=torch.bool, device=x.device)
+            incomplete = torch.zeros(n, dtype=torch.bool, device=x.device)
             act = correct.nonzero().squeeze(1)
             if act.numel():
-                steps = self.opts.steps * self.opts.steps_factor
-                x_adv, rc, _ = self._attack("pgd", norm, eps, x[act], y[act], idx[act],
-                                            f"pgd {norm} eps={eps:g} with {steps} steps (masking check)", steps=steps)
+                steps = opts.steps * opts.steps_factor
+                x_adv, rc, out = self._attack("pgd", norm, eps, x[act], y[act], idx[act],
+                                              f"pgd {norm} eps={eps:g} with {steps} steps (masking check)",
+                                              steps=steps, fields=fields, pos=act, trace=True)
                 more[act[rc.adversarial]] = True
+                incomplete[act] = incomplete_optimization(out.trace, rc.adversarial)
                 if collector is not None:
                     collector.offer(act[rc.adversarial], x_adv[rc.adversarial], j, MORE_STEPS,
                                     rc.norm[rc.adversarial])
             fields[f"check_more_steps_{norm}_{eps_key(eps)}"] = correct & ~more
+            fields[f"ioaf_incomplete_optimization_{norm}"] = incomplete
             worst[:, j:] |= more.unsqueeze(1)
         self._stage_done()
+        # the check subsample: every check_every-th dataset index, so membership does not depend on batching
+        sub = correct & (idx % opts.check_every == 0)
+        fields[f"ioaf_checked_{norm}"] = sub
+        nonconv = torch.zeros(n, dtype=torch.bool, device=x.device)
+        act = sub.nonzero().squeeze(1)
+        if act.numel():
+            steps = opts.steps * opts.steps_factor
+            atk = PGD(norm, eps, steps=steps, restarts=2, seed=opts.seed, loss=opts.loss)
+            x_adv, rc, out = self._attack(RESTARTS_CHECK, norm, eps, x[act], y[act], idx[act],
+                                          f"pgd {norm} eps={eps:g}, 2 restarts (non-convergence check)", atk=atk,
+                                          fields=fields, pos=act, all_restarts=True)
+            ra = out.restart_adversarial
+            nonconv[act] = ra.any(dim=1) & ~ra.all(dim=1)
+            hit = act[rc.adversarial]
+            worst[hit, j:] = True
+            if collector is not None:
+                collector.offer(hit, x_adv[rc.adversarial], j, RESTARTS_CHECK, rc.norm[rc.adversarial])
+        fields[f"ioaf_non_convergence_{norm}"] = nonconv
+        # a small black-box (Square) attack on the subsample's survivors: shattered gradients lose to it
+        if square_applies(x):
+            self._square(norm, eps, j, x, y, idx, sub, worst, fields, collector)
         big = large_eps(norm, x[0].numel())
         survivors = correct & ~worst[:, -1]
         act = survivors.nonzero().squeeze(1)
@@ -267,6 +360,11 @@ class _BatchAudit:
             survivors[act[rc.adversarial]] = False
         fields[f"check_large_eps_{norm}"] = survivors
         self._stage_done()
+
+
+def square_applies(x: torch.Tensor) -> bool:
+    """AutoAttack's Square needs (N, C, H, W) images of at least 5×5 pixels."""
+    return x.ndim == 4 and min(x.shape[2], x.shape[3]) >= 5
 
 
 def attack_audit(
@@ -304,12 +402,13 @@ def attack_audit(
     store = AdvStore(save_adv) if save_adv is not None else None
     if store is not None:
         _prepare_store(store, resume, state_path)
-    codes = list(opts.attacks) + [MORE_STEPS]
+    codes = list(opts.attacks) + [MORE_STEPS, ADAPTIVE, RESTARTS_CHECK, SQUARE_CHECK]
     probe = data.get(torch.arange(min(len(data), 2)))
     t0 = time.perf_counter()
     with measurement_state(model) as prep:
         num_classes = check_model_data(prep.model, probe.x.to(device), probe.y.to(device))
         random_note = check_batch_independence(prep.model, probe.x.to(device))
+        find_modules(prep.model, opts.bpda)  # an unknown --bpda name fails before any attack runs
         within = WithinBatch(progress)
         compute = _BatchAudit(prep.model, opts, device, store, codes, within)
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
@@ -320,6 +419,7 @@ def attack_audit(
     summary["notices"] = list(prep.notices) + list(opts.notices) + ([random_note] if random_note else [])
     summary["checks"] = _checks_config(opts, data)
     summary["flags"], summary["flag_messages"] = compute_flags(per_sample, opts)
+    summary["indicators"] = indicator_summary(per_sample, opts)
     emit_notices("attack", summary["notices"] + summary["flag_messages"])
     if store is not None and run.complete and dist_info()[0] == 0:
         meta = attack_codes_metadata(codes, {n: opts.eps_for(n) for n in opts.norms}, cfg)
@@ -364,7 +464,9 @@ def _summary(per_sample: dict[str, list], opts: AttackOptions) -> dict:
                      "results": []}
     plan = opts.plan()
     for norm in opts.norms:
-        for attack in [a for a, nn_ in plan if nn_ == norm] + [WORST]:
+        countered = any(bool(v) for v in per_sample.get(f"ioaf_countered_{norm}", []))
+        adaptive = [ADAPTIVE] if countered or opts.eot > 1 or opts.bpda else []
+        for attack in [a for a, nn_ in plan if nn_ == norm] + adaptive + [WORST]:
             for eps in opts.eps_for(norm):
                 key = eps_key(eps)
                 vals = per_sample.get(f"robust_{attack}_{norm}_{key}")
@@ -411,7 +513,9 @@ def _checks_config(opts: AttackOptions, data: ImageData) -> dict:
     numel = 1
     for s in data.input_shape:
         numel *= int(s)
-    out: dict = {"enabled": True, "large_eps": {}, "more_steps": {}}
+    out: dict = {"enabled": True, "large_eps": {}, "more_steps": {}, "check_every": opts.check_every,
+                 "restarts_check": {"restarts": 2, "steps": opts.steps * opts.steps_factor},
+                 "square_queries": opts.square_queries}
     for norm in opts.norms:
         if norm not in PGD.norms:
             continue

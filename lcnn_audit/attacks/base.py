@@ -57,7 +57,7 @@ def project_ball(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
     raise UsageError(f"project_ball supports linf and l2, not {norm!r}")
 
 
-def project(x: torch.Tensor, delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+def project(x: torch.Tensor, delta: torch.Tensor, norm: str, eps: float, branchless: bool = False) -> torch.Tensor:
     """Exact Euclidean projection of ``delta`` onto ``{δ : ‖δ‖_p ≤ eps, 0 ≤ x + δ ≤ 1}``.
 
     * Linf: the set is a box per coordinate, ``[max(−eps, −x), min(eps, 1 − x)]``, so
@@ -68,6 +68,10 @@ def project(x: torch.Tensor, delta: torch.Tensor, norm: str, eps: float) -> torc
       with a breakpoint where each coordinate reaches its bound; sorting the breakpoints
       locates t's piece and solves for it in closed form (O(d log d) per sample). This is
       the exact projection onto the intersection, not "project onto the ball, then clip".
+
+    ``branchless=True`` computes the same result without reading anything back to the host
+    (no data-dependent branch or row selection), as attack step loops want on a GPU: every
+    row goes through the sorted path and ``torch.where`` picks the answer.
     """
     lo, hi = -x, 1.0 - x
     if norm == "linf":
@@ -76,17 +80,64 @@ def project(x: torch.Tensor, delta: torch.Tensor, norm: str, eps: float) -> torc
         raise UsageError(f"project supports linf and l2, not {norm!r}")
     full = torch.maximum(torch.minimum(delta, hi), lo)
     inside = flat_norm(full, "l2") <= eps
+    if branchless:
+        path = _l2_box_fixed_point(delta.flatten(1), lo.flatten(1), hi.flatten(1), eps, iters=FIXED_POINT_ITERS)
+        return torch.where(_view(inside, delta), full, path.view_as(delta))
     if bool(inside.all()):
         return full
-    # if the ball projection already respects the box, it is the projection onto the intersection
-    ball = project_ball(delta, "l2", eps)
-    in_box = ((ball >= lo) & (ball <= hi)).flatten(1).all(dim=1)
-    out = torch.where(_view(inside, delta), full, ball)
-    rows = (~inside & ~in_box).nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return out
-    v = delta[rows].flatten(1).double()
-    lo_r, hi_r = lo[rows].flatten(1).double(), hi[rows].flatten(1).double()
+    rows = (~inside).nonzero().squeeze(1)
+    out = full.clone()
+    v, lo_r, hi_r = delta[rows].flatten(1), lo[rows].flatten(1), hi[rows].flatten(1)
+    proj, done = _l2_box_fixed_point(v, lo_r, hi_r, eps, iters=None)
+    if not bool(done.all()):  # rounding made the iteration creep: the sorted closed form settles it
+        left = (~done).nonzero().squeeze(1)
+        proj[left] = _l2_box_path(v[left], lo_r[left], hi_r[left], eps)
+    out[rows] = proj.view_as(delta[rows])
+    return out
+
+
+#: Iterations of :func:`_l2_box_fixed_point` in branchless mode (4 settle the demo data exactly).
+FIXED_POINT_ITERS = 8
+_FIXED_POINT_MAX = 64
+
+
+def _l2_box_fixed_point(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float, iters: int | None):
+    """Rows (N, d) of ``clip(t·v, lo, hi)`` with ``‖·‖₂ = eps``, by the monotone fixed point
+    ``t ← sqrt((eps² − C(t)) / F(t))`` (C: Σ bound² of the coordinates clipped at t; F: Σ v²
+    of the free ones), from the ball projection ``t₀ = eps/‖v‖``.
+
+    Each iterate stays ≤ the solution t* (for t ≥ t_k the piece at t_k over-estimates the
+    norm), so the sequence rises monotonically and is exact once the clipped set stops
+    changing, after at most d iterations and in practice 3-5; its cost is a few elementwise
+    passes, against the O(d log d) sort of :func:`_l2_box_path`. ``iters=None`` iterates to
+    convergence and returns ``(rows, converged)``; an int runs exactly that many iterations
+    without reading back to the host and returns the rows, admissible (‖·‖ ≤ eps) even if
+    not yet exact. The last solve for t is in float64.
+    """
+    bound = torch.where(v > 0, hi, lo)
+    safe_v = torch.where(v == 0, torch.ones_like(v), v)
+    brk = torch.where(v == 0, torch.full_like(v, float("inf")), bound / safe_v)  # t at which i is clipped
+    vv, b2 = v.double().pow(2), bound.double().pow(2)
+    total = vv.sum(dim=1, keepdim=True)
+    t = eps / total.sqrt().clamp_min(1e-300)
+    done = torch.zeros(v.shape[0], 1, dtype=torch.bool, device=v.device)
+    for _ in range(iters if iters is not None else _FIXED_POINT_MAX):
+        clipped = brk.double() <= t
+        c = torch.where(clipped, b2, 0.0).sum(dim=1, keepdim=True)
+        f = total - torch.where(clipped, vv, 0.0).sum(dim=1, keepdim=True)
+        t_new = torch.maximum(t, ((eps**2 - c).clamp_min(0) / f.clamp_min(1e-300)).sqrt())
+        done = t_new == t
+        t = t_new
+        if iters is None and bool(done.all()):
+            break
+    proj = project_ball(torch.maximum(torch.minimum(v * t.to(v.dtype), hi), lo), "l2", eps)
+    return proj if iters is not None else (proj, done.squeeze(1))
+
+
+def _l2_box_path(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float) -> torch.Tensor:
+    """Rows (N, d) of ``clip(t·v, lo, hi)`` with the t where the norm reaches eps (see :func:`project`)."""
+    dtype = v.dtype
+    v, lo_r, hi_r = v.double(), lo.double(), hi.double()
     bound = torch.where(v > 0, hi_r, lo_r)  # the bound coordinate i runs into as t grows
     safe_v = torch.where(v == 0, torch.ones_like(v), v)
     brk = torch.where(v == 0, torch.full_like(v, float("inf")), bound / safe_v)  # t at which it is clipped
@@ -101,9 +152,8 @@ def project(x: torch.Tensor, delta: torch.Tensor, norm: str, eps: float) -> torc
     c_prev = torch.where(k > 0, clipped.gather(1, prev), torch.zeros_like(k, dtype=v.dtype))
     f_prev = torch.where(k > 0, free.gather(1, prev), v2.sum(dim=1, keepdim=True))
     t = ((eps**2 - c_prev).clamp_min(0) / f_prev.clamp_min(1e-300)).sqrt()
-    proj = torch.maximum(torch.minimum(v * t, hi_r), lo_r).to(delta.dtype).view_as(delta[rows])
-    out[rows] = project_ball(proj, "l2", eps)  # guards the last ulp of rounding; scaling keeps the box
-    return out
+    proj = torch.maximum(torch.minimum(v * t, hi_r), lo_r).to(dtype)
+    return project_ball(proj, "l2", eps)  # guards the last ulp of rounding; scaling keeps the box
 
 
 def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
@@ -126,30 +176,46 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return other - true
 
 
-def input_gradient(model, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"):
+def input_gradient(model, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", eot: int = 1):
     """``(∇_x loss_i, logits, loss_i)`` for every sample, detached.
 
     Works with the model in either mode and leaves parameter ``.grad`` untouched. A model
     whose output does not depend on ``x`` through autograd gets a zero gradient (which the
-    audit reports as gradient masking) rather than an exception.
+    audit reports as gradient masking) rather than an exception. ``eot > 1`` averages the
+    gradient, logits and loss over that many forward/backward passes: expectation over
+    transformation (Athalye et al., ICML 2018) for models that are random at each forward.
     """
-    with torch.enable_grad():
-        xg = x.detach().clone().requires_grad_(True)
-        logits = model(xg)
-        per = per_sample_loss(logits, y, loss)
-        if per.requires_grad:
-            (g,) = torch.autograd.grad(per.sum(), xg, allow_unused=True)
+    g_sum = logit_sum = loss_sum = None
+    for _ in range(max(int(eot), 1)):
+        with torch.enable_grad():
+            xg = x.detach().clone().requires_grad_(True)
+            logits = model(xg)
+            per = per_sample_loss(logits, y, loss)
+            if per.requires_grad:
+                (g,) = torch.autograd.grad(per.sum(), xg, allow_unused=True)
+            else:
+                g = None
+        if g is None:
+            g = torch.zeros_like(x)
+        g, logits, per = g.detach(), logits.detach(), per.detach()
+        if g_sum is None:
+            g_sum, logit_sum, loss_sum = g, logits, per
         else:
-            g = None
-    if g is None:
-        g = torch.zeros_like(x)
-    return g.detach(), logits.detach(), per.detach()
+            g_sum, logit_sum, loss_sum = g_sum + g, logit_sum + logits, loss_sum + per
+    k = max(int(eot), 1)
+    if k == 1:
+        return g_sum, logit_sum, loss_sum
+    return g_sum / k, logit_sum / k, loss_sum / k
 
 
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"):
-    """``(logits, loss_i)`` without building a graph."""
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", eot: int = 1):
+    """``(logits, loss_i)`` without building a graph (logits averaged over ``eot`` passes)."""
     with torch.no_grad():
         logits = model(x)
+        for _ in range(max(int(eot), 1) - 1):
+            logits = logits + model(x)
+        if eot > 1:
+            logits = logits / int(eot)
         return logits, per_sample_loss(logits, y, loss)
 
 

@@ -25,12 +25,19 @@ flag                             raised when
 ``autoattack_too_few_classes``   AutoAttack: too few classes for DLR/targeted attacks (not a
                                  masking sign)
 ``autoattack_other``             any other AutoAttack warning (not a masking sign)
+``silent_success`` ...           the Indicators of Attack Failure (:mod:`.indicators`): raised
+                                 when their count passes ``indicators.RAISE_SHARE``
 ===============================  ==========================================================
+
+``black_box_stronger`` is also checked without AutoAttack in the run: the masking checks
+run a small Square attack on the check subsample (``check_black_box_*`` fields), and one
+sample it breaks that every white-box attack left intact raises the flag.
 """
 
 from __future__ import annotations
 
 from .autoattack import BLACK_BOX
+from .indicators import INDICATORS, RAISE_SHARE
 from .options import WHITE_BOX, AttackOptions, eps_key
 
 LARGE_EPS_MAX_SHARE = 0.01
@@ -38,7 +45,7 @@ BLACK_BOX_MAX_SHARE = 0.002
 MORE_STEPS_TOLERANCE = 0.01
 MORE_STEPS_MIN_SAMPLES = 3
 MASKING = ("large_eps_not_broken", "black_box_stronger", "zero_gradients", "nondeterministic",
-           "more_steps_higher_accuracy", "autoattack_softmax_output", "autoattack_dynamic_model")
+           "more_steps_higher_accuracy", "autoattack_softmax_output", "autoattack_dynamic_model") + INDICATORS
 FLAG_NAMES = ("gradient_masking",) + MASKING + ("autoattack_too_few_classes", "autoattack_other")
 
 
@@ -152,8 +159,78 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
         flags[flag] = val
         if val:
             messages.append(f"{flag}: {what}")
+    # the small black-box check of the masking checks
+    bb = [k for k in per_sample if k.startswith("check_black_box_")]
+    if bb:
+        if flags["black_box_stronger"] is None:
+            flags["black_box_stronger"] = False
+        for k in bb:
+            count = sum(bool(v) for v in per_sample[k])
+            if count:
+                flags["black_box_stronger"] = True
+                norm, eps = k.removeprefix("check_black_box_").split("_", 1)
+                checked = sum(bool(v) for v in per_sample.get(f"ioaf_checked_{norm}", []))
+                messages.append(f"black_box_stronger: at {norm} eps {eps} a {options.square_queries}-query Square "
+                                f"attack broke {count} of the {checked} checked input(s) that every white-box attack "
+                                "left intact; the gradients may be masked or shattered (try --bpda NAME)")
+
+    for name, entry in indicator_summary(per_sample, options).items():
+        if entry["checked"] == 0:
+            continue
+        raised = entry["count"] > 0 and entry["share"] > RAISE_SHARE[name]
+        flags[name] = raised
+        if raised:
+            messages.append(f"{name}: {entry['count']} of {entry['checked']} checked input(s) ({entry['share']:.1%}); "
+                            f"{_ADVICE[name]}")
     flags["gradient_masking"] = any(bool(flags[k]) for k in MASKING)
     return flags, messages
+
+
+_ADVICE = {
+    "silent_success": "the attack found adversarial points it could not confirm (a randomized model? try --eot N)",
+    "incomplete_optimization": "the loss was still improving at the last step; use more --steps",
+    "transfer_failure": "the adaptive attack fooled its BPDA/EOT surrogate but not the model; raise --eot or "
+                        "check the --bpda approximation",
+    "non_convergence": "restarts from different starts disagree; use more --restarts or --steps",
+    "unavailable_gradients": "the loss gradient is zero, missing or not finite (saturation, a non-differentiable "
+                             "step or a detached input: the margin-loss counter runs on these; try --bpda NAME)",
+    "unreachable_misclassification": "an attack with an unbounded budget cannot flip the label; the gradients "
+                                     "do not lead anywhere",
+}
+
+
+def _count_field(name: str) -> str:
+    return {"unreachable_misclassification": "check_large_eps"}.get(name, f"ioaf_{name}")
+
+
+def indicator_summary(per_sample: dict[str, list], options: AttackOptions) -> dict:
+    """``{indicator: {"count", "checked", "share"}}`` over every norm the run checked (see :mod:`.indicators`).
+
+    ``checked`` is the number of originally correct inputs the indicator looked at (the
+    check subsample for ``non_convergence``); an indicator not computed in this run has
+    ``checked`` 0 and ``share`` None."""
+    correct = [bool(v) for v in per_sample.get("correct", [])]
+    out: dict = {}
+    for name in INDICATORS:
+        count = checked = 0
+        if name == "unavailable_gradients":
+            vals = per_sample.get("ioaf_unavailable_gradients")
+            if vals is not None:
+                count, checked = sum(bool(v) for v in vals), sum(correct)
+        else:
+            for norm in options.norms:
+                vals = per_sample.get(f"{_count_field(name)}_{norm}")
+                if vals is None:
+                    continue
+                if name == "non_convergence":
+                    checked += sum(bool(v) for v in per_sample.get(f"ioaf_checked_{norm}", []))
+                elif name == "transfer_failure":
+                    checked += sum(bool(v) for v in per_sample.get(f"ioaf_countered_{norm}", []))
+                else:
+                    checked += sum(correct)
+                count += sum(bool(v) for v in vals)
+        out[name] = {"count": count, "checked": checked, "share": count / checked if checked else None}
+    return out
 
 
 def _sub_attacks(options: AttackOptions) -> tuple[str, ...]:

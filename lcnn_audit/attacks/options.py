@@ -12,7 +12,7 @@ from .base import LOSSES, NORMS
 from .cw import CarliniWagnerL2
 from .deepfool import DeepFool
 from .fgsm import FGSM
-from .pgd import PGD
+from .pgd import PGD, STEP_RULES
 
 #: name -> attack class (the registry; its errors list the valid names).
 ATTACKS: dict[str, type] = {"pgd": PGD, "fgsm": FGSM, "deepfool": DeepFool, "cw": CarliniWagnerL2,
@@ -24,6 +24,8 @@ MINIMAL_NORM = ("deepfool", "cw")
 #: Default eps sweeps: LCNN paper Table 2 (L2), the usual 1..8/255 (Linf), AutoAttack's L1 range.
 DEFAULT_EPS = {"l2": (0.05, 0.1, 0.15, 0.2), "linf": (1 / 255, 2 / 255, 4 / 255, 8 / 255), "l1": (3.0, 6.0, 12.0)}
 WORST = "worst_case"
+#: The adaptive counter's row: PGD with the margin loss, EOT and BPDA (see :mod:`.counters`).
+ADAPTIVE = "pgd_adaptive"
 #: Key of an ``eps`` dict entry that applies to every norm without its own sweep.
 ANY_NORM = "*"
 
@@ -88,6 +90,7 @@ class AttackOptions:
     eps: dict[str, tuple[float, ...]] | tuple[float, ...] | None = None
     steps: int = 10
     step_size: float | None = None
+    step_rule: str | None = None
     restarts: int = 1
     random_start: bool = True
     loss: str = "ce"
@@ -105,6 +108,11 @@ class AttackOptions:
     cw_initial_const: float = 0.1
     masking_checks: bool = True
     steps_factor: int = 4
+    eot: int = 1
+    bpda: tuple[str, ...] = ()
+    auto_margin: bool = True
+    check_every: int = 8
+    square_queries: int = 300
     seed: int = 0
     notices: list[str] = field(default_factory=list, compare=False, repr=False)
 
@@ -122,6 +130,14 @@ class AttackOptions:
             self.eps = tuple(float(e) for e in self.eps)
         if self.aa_attacks is not None:
             self.aa_attacks = tuple(self.aa_attacks)
+        if isinstance(self.bpda, str):
+            self.bpda = tuple(p.strip() for p in self.bpda.split(",") if p.strip())
+        self.bpda = tuple(self.bpda or ())
+
+    @property
+    def counters(self) -> bool:
+        """Whether the adaptive counter may run (always with --eot/--bpda, else on saturated inputs)."""
+        return self.eot > 1 or bool(self.bpda) or self.auto_margin
 
     # ------------------------------------------------------------------ plan
 
@@ -190,11 +206,17 @@ class AttackOptions:
                 problems.append(f"--eps given for norm(s) {extra} that are not in --norm {','.join(self.norms)}")
         for name, v, lo in (("steps", self.steps, 1), ("restarts", self.restarts, 1), ("df_steps", self.df_steps, 1),
                             ("candidates", self.candidates, 2), ("cw_steps", self.cw_steps, 1),
-                            ("cw_search_steps", self.cw_search_steps, 1), ("steps_factor", self.steps_factor, 2)):
+                            ("cw_search_steps", self.cw_search_steps, 1), ("steps_factor", self.steps_factor, 2),
+                            ("eot", self.eot, 1), ("check_every", self.check_every, 1),
+                            ("square_queries", self.square_queries, 1)):
             if int(v) < lo:
                 problems.append(f"{name.replace('_', '-')} must be >= {lo}, got {v}")
         if self.step_size is not None and not self.step_size > 0:
             problems.append(f"step-size must be positive, got {self.step_size}")
+        if self.step_rule is not None and self.step_rule not in STEP_RULES:
+            problems.append(f"unknown step rule {self.step_rule!r}; use one of {', '.join(STEP_RULES)}")
+        if self.step_rule == "apgd" and self.step_size is not None:
+            problems.append("--step-size sets a fixed step; it does not combine with --step-rule apgd")
         if self.loss not in LOSSES:
             problems.append(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
         if self.version not in VERSIONS:
@@ -224,7 +246,7 @@ class AttackOptions:
         """The attack object for one (attack, norm, eps)."""
         if attack == "pgd":
             return PGD(norm, eps, steps=steps or self.steps, step_size=self.step_size, restarts=self.restarts,
-                       random_start=self.random_start, seed=self.seed, loss=self.loss)
+                       random_start=self.random_start, seed=self.seed, loss=self.loss, step_rule=self.step_rule)
         if attack == "fgsm":
             return FGSM(norm, eps, loss=self.loss)
         if attack == "deepfool":
@@ -235,6 +257,10 @@ class AttackOptions:
         if attack == "autoattack":
             return AutoAttack(norm, eps, version=self.version, seed=self.seed, attacks=self.aa_attacks,
                               n_iter=self.aa_n_iter, n_queries=self.aa_n_queries)
+        if attack == ADAPTIVE:
+            return PGD(norm, eps, steps=steps or self.steps, step_size=self.step_size, restarts=self.restarts,
+                       random_start=self.random_start, seed=self.seed, loss="margin", eot=self.eot,
+                       step_rule=self.step_rule)
         raise UsageError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
 
     def to_dict(self) -> dict:
@@ -244,4 +270,5 @@ class AttackOptions:
         d["attacks"], d["norms"] = list(self.attacks), list(self.norms)
         if self.aa_attacks is not None:
             d["aa_attacks"] = list(self.aa_attacks)
+        d["bpda"] = list(self.bpda)
         return d

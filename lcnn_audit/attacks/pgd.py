@@ -1,19 +1,35 @@
 """Projected gradient descent (Madry et al., ICLR 2018), L2 and Linf, keeping the best iterate.
 
-For each restart r, from a random start δ₀ in the admissible set (eps-ball ∩ [0,1] box)::
+For each restart r, from a start δ₀ in the admissible set (eps-ball ∩ [0,1] box)::
 
     δ_{t+1} = Π( δ_t + α · d(∇_x loss(x + δ_t)) )      d = sign (linf) or g/‖g‖₂ (l2)
 
 where Π is the exact projection of :func:`lcnn_audit.attacks.base.project`. Every iterate,
 including the start and the last, is evaluated; the returned point is the best one seen
 over all steps and restarts: a misclassified iterate beats a correctly classified one, and
-among equals the higher loss wins. Later restarts only run on samples not yet fooled.
+among equals the higher loss wins. Later restarts only run on samples not yet fooled
+(unless ``all_restarts``, which the non-convergence indicator needs).
 
-The step size defaults to ``2.5 · eps / steps`` (Madry et al.): the steps can travel the
-ball's diameter and back, whatever the number of steps.
+Starts (``start``): ``"clean"`` (default) begins restart 0 at x itself, the best start at
+a small step budget, and later restarts uniformly in the admissible ball (linf: uniform in
+the cube; l2: a direction uniform on the sphere times radius eps·U^(1/d), i.e. uniform in
+the ball); ``"random"`` draws every restart uniformly (Madry et al.'s training recipe);
+``"none"`` starts every restart at x.
+
+Step rules (``step_rule``): ``"fixed"`` uses ``step_size``, by default ``2.5 · eps / steps``
+(Madry et al.): the steps can travel the ball's diameter and back, whatever the number of
+steps. ``"apgd"`` (the default unless a ``step_size`` is given) is the step-size rule of
+APGD (Croce & Hein, ICML 2020, Alg. 1): per sample, the step starts at 2·eps, each iterate
+adds momentum 0.75 towards the projected gradient step, and at checkpoints (after 22 % of
+the budget, then at shrinking intervals) the step is halved and the iterate reset to the
+best point when fewer than 75 % of the steps since the last checkpoint raised the loss, or
+when the best loss did not improve without a halving.
 
 Random starts are drawn per sample with :mod:`lcnn_audit.rng` from ``(seed, restart,
-dataset index)``, so a sample's result does not depend on the batch it is in.
+dataset index)``, so a sample's result does not depend on the batch it is in. On an
+accelerator the step loop reads nothing back to the host (best-iterate bookkeeping with
+``torch.where``, the branchless projection of :func:`~lcnn_audit.attacks.base.project`), so
+the device never waits on the CPU inside it.
 """
 
 from __future__ import annotations
@@ -40,29 +56,54 @@ SUPPORTED_NORMS = ("l2", "linf")
 STREAM_PGD = 0x00A7_0000
 
 
+STARTS = ("clean", "random", "none")
+STEP_RULES = ("fixed", "apgd")
+#: APGD's momentum and its checkpoint success-rate threshold (Croce & Hein, ICML 2020, Alg. 1).
+APGD_ALPHA, APGD_RHO = 0.75, 0.75
+
+
+def apgd_checkpoints(steps: int) -> set[int]:
+    """The iterations at which APGD may halve its step: the first after 22 % of the budget, then
+    at intervals shrinking by 3 % of the budget down to 6 % (the reference code's integer schedule)."""
+    first, shrink, least = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    out, at, gap = set(), first, first
+    while at <= steps:
+        out.add(at)
+        gap = max(gap - shrink, least)
+        at += gap
+    return out
+
+
 @dataclass
 class PGDOutput:
     x_adv: torch.Tensor
     adversarial: torch.Tensor  # as seen by the attack's own forward passes (the audit re-checks)
     loss: torch.Tensor
+    path_adversarial: torch.Tensor | None = None  # some iterate of some restart was misclassified (attack's view)
+    trace: torch.Tensor | None = None  # (N, steps + 1) loss of restart 0 at every iterate
+    restart_adversarial: torch.Tensor | None = None  # (N, restarts) outcome of each restart (all_restarts only)
 
 
 class PGD:
-    """``PGD(norm, eps, steps=10, step_size=None, restarts=1, random_start=True, seed=0, loss="ce")``.
+    """``PGD(norm, eps, steps=10, step_size=None, restarts=1, random_start=True, seed=0, loss="ce",
+    start="clean", eot=1, step_rule=None)``.
 
     ``attack(model, x, y, index=None) -> x_adv``: the best (misclassifying, else highest
     loss) iterate within the eps-ball ∩ [0, 1]. ``index`` holds dataset indices that seed
-    the per-sample random starts (default ``arange(N)``). The model's train/eval mode is
-    left as it is (so it serves adversarial training too) and parameter ``.grad`` is never
-    written. In train mode BatchNorm layers update their running statistics on the attack's
-    forward passes, as in Madry et al.'s training code.
+    the per-sample random starts (default ``arange(N)``). ``random_start=False`` is
+    ``start="none"``. ``eot > 1`` averages each gradient (and the logits that decide
+    success) over that many forward passes, for randomised models. The model's train/eval
+    mode is left as it is (so it serves adversarial training too) and parameter ``.grad``
+    is never written. In train mode BatchNorm layers update their running statistics on the
+    attack's forward passes, as in Madry et al.'s training code.
     """
 
     name = "pgd"
     norms = SUPPORTED_NORMS
 
     def __init__(self, norm: str = "l2", eps: float | None = None, steps: int = 10, step_size: float | None = None,
-                 restarts: int = 1, random_start: bool = True, seed: int = 0, loss: str = "ce"):
+                 restarts: int = 1, random_start: bool = True, seed: int = 0, loss: str = "ce",
+                 start: str = "clean", eot: int = 1, step_rule: str | None = None):
         check_norm("PGD", norm, SUPPORTED_NORMS)
         self.norm = norm
         self.eps = check_eps("PGD", eps)
@@ -74,19 +115,30 @@ class PGD:
             raise UsageError(f"PGD: step_size must be positive, got {step_size}")
         if loss not in LOSSES:
             raise UsageError(f"PGD: unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+        if start not in STARTS:
+            raise UsageError(f"PGD: unknown start {start!r}; use one of {', '.join(STARTS)}")
+        if int(eot) < 1:
+            raise UsageError(f"PGD: eot must be >= 1, got {eot}")
+        if step_rule is None:  # an explicit step size asks for fixed steps; otherwise APGD's rule
+            step_rule = "fixed" if step_size is not None else "apgd"
+        if step_rule not in STEP_RULES:
+            raise UsageError(f"PGD: unknown step_rule {step_rule!r}; use one of {', '.join(STEP_RULES)}")
+        self.step_rule = step_rule
         self.steps, self.restarts = int(steps), int(restarts)
         self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps / self.steps
-        self.random_start, self.seed, self.loss = bool(random_start), int(seed), loss
+        self.start_mode = start if random_start else "none"
+        self.random_start, self.seed, self.loss, self.eot = self.start_mode != "none", int(seed), loss, int(eot)
 
     def __repr__(self) -> str:
         return (f"PGD(norm={self.norm!r}, eps={self.eps:g}, steps={self.steps}, step_size={self.step_size:g}, "
-                f"restarts={self.restarts}, random_start={self.random_start}, seed={self.seed}, loss={self.loss!r})")
+                f"restarts={self.restarts}, start={self.start_mode!r}, seed={self.seed}, loss={self.loss!r}, "
+                f"eot={self.eot}, step_rule={self.step_rule!r})")
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         return self.run(model, x, y, index).x_adv
 
     def start(self, x: torch.Tensor, index: torch.Tensor, restart: int) -> torch.Tensor:
-        """The random start δ₀ of ``restart``: uniform in the cube (linf) or in the ball (l2)."""
+        """A uniform draw δ₀ for ``restart``: uniform in the cube (linf) or in the ball (l2)."""
         shape = tuple(x.shape[1:])
         stream = STREAM_PGD + 4 * restart
         if self.norm == "linf":
@@ -97,7 +149,15 @@ class PGD:
         radius = (radius.pow(1.0 / max(x[0].numel(), 1)) * self.eps).to(x.dtype)
         return direction * radius.view(-1, *([1] * len(shape)))
 
-    def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> PGDOutput:
+    def initial(self, x: torch.Tensor, index: torch.Tensor, restart: int) -> torch.Tensor:
+        """δ₀ of ``restart`` under the start rule (zero for the clean start), already admissible."""
+        if self.start_mode == "none" or (self.start_mode == "clean" and restart == 0):
+            return torch.zeros_like(x)
+        return project(x, self.start(x, index, restart).to(x.device), self.norm, self.eps)
+
+    def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None, *,
+            trace: bool = False, all_restarts: bool = False) -> PGDOutput:
+        """The attack with its bookkeeping; ``trace`` keeps restart 0's loss at every iterate."""
         x = x.detach()
         y = y.to(x.device)
         index = default_index(x, index)
@@ -105,35 +165,125 @@ class PGD:
         best_x = x.clone()
         best_adv = torch.zeros(n, dtype=torch.bool, device=x.device)
         best_loss = torch.full((n,), float("-inf"), device=x.device)
+        path = torch.zeros_like(best_adv)
+        per_restart = torch.zeros(n, self.restarts, dtype=torch.bool, device=x.device) if all_restarts else None
+        losses = None
         for r in range(self.restarts):
-            todo = (~best_adv).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            xs, ys = x[todo], y[todo]
-            if self.random_start:
-                delta = project(xs, self.start(xs, index[todo].to(x.device), r).to(x.device), self.norm, self.eps)
+            if all_restarts or r == 0:
+                todo = None
+                xs, ys, ids = x, y, index
             else:
-                delta = torch.zeros_like(xs)
-            bx, badv, bloss = self._restart(model, xs, ys, delta)
-            better = (badv & ~best_adv[todo]) | ((badv == best_adv[todo]) & (bloss > best_loss[todo]))
-            sel = todo[better]
-            best_x[sel], best_adv[sel], best_loss[sel] = bx[better], badv[better], bloss[better]
-        return PGDOutput(best_x, best_adv, best_loss)
+                todo = (~best_adv).nonzero().squeeze(1)  # one host read per restart, never per step
+                if todo.numel() == 0:
+                    break
+                xs, ys, ids = x[todo], y[todo], index[todo]
+            body = self._restart_apgd if self.step_rule == "apgd" else self._restart
+            bx, badv, bloss, bpath, tr = body(model, xs, ys, self.initial(xs, ids.to(x.device), r), trace and r == 0)
+            if r == 0:
+                losses = tr
+            if per_restart is not None:
+                per_restart[:, r] = badv
+            cur_adv = best_adv if todo is None else best_adv[todo]
+            cur_loss = best_loss if todo is None else best_loss[todo]
+            better = (badv & ~cur_adv) | ((badv == cur_adv) & (bloss > cur_loss))
+            if todo is None:
+                best_x = torch.where(better.view(-1, *([1] * (x.ndim - 1))), bx, best_x)
+                best_adv = torch.where(better, badv, best_adv)
+                best_loss = torch.where(better, bloss, best_loss)
+                path |= bpath
+            else:
+                sel = todo[better]
+                best_x[sel], best_adv[sel], best_loss[sel] = bx[better], badv[better], bloss[better]
+                path[todo] |= bpath
+        return PGDOutput(best_x, best_adv, best_loss, path_adversarial=path, trace=losses,
+                         restart_adversarial=per_restart)
 
-    def _restart(self, model, xs, ys, delta):
+    def _restart(self, model, xs, ys, delta, keep_trace=False):
+        view = (-1, *([1] * (xs.ndim - 1)))
         bx = xs.clone()
         badv = torch.zeros(xs.shape[0], dtype=torch.bool, device=xs.device)
         bloss = torch.full((xs.shape[0],), float("-inf"), device=xs.device)
+        path = torch.zeros_like(badv)
+        trace = []
+        branchless = xs.device.type != "cpu"  # host reads cost nothing on a CPU, and the exact branch is cheaper
         for t in range(self.steps + 1):
             cur = (xs + delta).clamp_(0.0, 1.0)
             if t < self.steps:
-                g, logits, loss = input_gradient(model, cur, ys, self.loss)
+                g, logits, loss = input_gradient(model, cur, ys, self.loss, eot=self.eot)
             else:
-                logits, loss = evaluate(model, cur, ys, self.loss)
+                logits, loss = evaluate(model, cur, ys, self.loss, eot=self.eot)
             adv = logits.argmax(dim=1) != ys
             loss = torch.nan_to_num(loss.float(), nan=float("-inf"))
+            if keep_trace:
+                trace.append(loss)
             better = (adv & ~badv) | ((adv == badv) & (loss > bloss))
-            bx[better], badv[better], bloss[better] = cur[better], adv[better], loss[better]
+            bx = torch.where(better.view(view), cur, bx)
+            badv = torch.where(better, adv, badv)
+            bloss = torch.where(better, loss, bloss)
+            path |= adv
             if t < self.steps:
-                delta = project(xs, delta + self.step_size * ascent_direction(g, self.norm), self.norm, self.eps)
-        return bx, badv, bloss
+                delta = project(xs, delta + self.step_size * ascent_direction(g, self.norm), self.norm, self.eps,
+                                branchless=branchless)
+        return bx, badv, bloss, path, (torch.stack(trace, dim=1) if keep_trace else None)
+
+    def _restart_apgd(self, model, xs, ys, delta, keep_trace=False):
+        """One restart under APGD's step rule (Croce & Hein 2020, Alg. 1), same bookkeeping as :meth:`_restart`."""
+        view = (-1, *([1] * (xs.ndim - 1)))
+        n = xs.shape[0]
+        branchless = xs.device.type != "cpu"
+        checkpoints = apgd_checkpoints(self.steps)
+        eta = torch.full((n,), 2.0 * self.eps, device=xs.device)
+
+        def proj(d):
+            return project(xs, d, self.norm, self.eps, branchless=branchless)
+
+        cur = (xs + delta).clamp_(0.0, 1.0)
+        g, logits, loss = input_gradient(model, cur, ys, self.loss, eot=self.eot)
+        loss = torch.nan_to_num(loss.float(), nan=float("-inf"))
+        adv = logits.argmax(dim=1) != ys
+        bx, badv, bloss, path = cur.clone(), adv.clone(), loss.clone(), adv.clone()
+        trace = [loss] if keep_trace else []
+        x_max, f_max, g_max = cur.clone(), loss.clone(), g.clone()
+        prev, f_cur = cur.clone(), loss.clone()
+        successes = torch.zeros(n, device=xs.device)
+        f_max_check, reduced_check = f_max.clone(), torch.zeros(n, dtype=torch.bool, device=xs.device)
+        last_check = 0
+        for k in range(self.steps):
+            z = xs + proj(cur - xs + eta.view(view) * ascent_direction(g, self.norm))
+            if k == 0:
+                nxt = z
+            else:
+                nxt = xs + proj(cur - xs + APGD_ALPHA * (z - cur) + (1 - APGD_ALPHA) * (cur - prev))
+            nxt = nxt.clamp_(0.0, 1.0)
+            if k + 1 < self.steps:
+                g, logits, loss = input_gradient(model, nxt, ys, self.loss, eot=self.eot)
+            else:
+                logits, loss = evaluate(model, nxt, ys, self.loss, eot=self.eot)
+            loss = torch.nan_to_num(loss.float(), nan=float("-inf"))
+            adv = logits.argmax(dim=1) != ys
+            if keep_trace:
+                trace.append(loss)
+            better = (adv & ~badv) | ((adv == badv) & (loss > bloss))
+            bx = torch.where(better.view(view), nxt, bx)
+            badv = torch.where(better, adv, badv)
+            bloss = torch.where(better, loss, bloss)
+            path |= adv
+            successes += (loss > f_cur).float()
+            improved = loss > f_max
+            x_max = torch.where(improved.view(view), nxt, x_max)
+            f_max = torch.where(improved, loss, f_max)
+            if k + 1 < self.steps:
+                g_max = torch.where(improved.view(view), g, g_max)
+            prev, cur, f_cur = cur, nxt, loss
+            if k + 1 in checkpoints and k + 1 < self.steps:
+                oscillating = successes < APGD_RHO * (k + 1 - last_check)
+                stalled = ~reduced_check & (f_max_check >= f_max)
+                halve = oscillating | stalled
+                eta = torch.where(halve, eta / 2, eta)
+                cur = torch.where(halve.view(view), x_max, cur)
+                prev = torch.where(halve.view(view), cur, prev)
+                g = torch.where(halve.view(view), g_max, g)
+                f_cur = torch.where(halve, f_max, f_cur)
+                successes = torch.zeros_like(successes)
+                f_max_check, reduced_check, last_check = f_max.clone(), halve, k + 1
+        return bx, badv, bloss, path, (torch.stack(trace, dim=1) if keep_trace else None)

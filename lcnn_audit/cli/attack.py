@@ -15,6 +15,7 @@ from .render import fmt
 A = "Attack"
 AA = "AutoAttack"
 MN = "DeepFool / C&W"
+CT = "Masking checks and counters"
 
 
 def eps_label(eps: float, norm: str) -> str:
@@ -23,6 +24,11 @@ def eps_label(eps: float, norm: str) -> str:
 
 def _csv(text: str | None) -> tuple[str, ...]:
     return tuple(p.strip().lower() for p in (text or "").split(",") if p.strip())
+
+
+def _csv_names(text: str | None) -> tuple[str, ...]:
+    """Comma-separated module names, case kept."""
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
 
 
 @app.command()
@@ -40,15 +46,31 @@ def attack(
     steps: Annotated[int, typer.Option(help="PGD steps.", rich_help_panel=A, min=1)] = 10,
     restarts: Annotated[int, typer.Option(help="PGD random restarts (the best is kept per sample).",
                                           rich_help_panel=A, min=1)] = 1,
-    step_size: Annotated[float | None, typer.Option(help="PGD step size (default 2.5·eps/steps).",
-                                                    rich_help_panel=A)] = None,
+    step_size: Annotated[float | None, typer.Option(help="PGD fixed step size (default 2.5·eps/steps with "
+                                                         "--step-rule fixed).", rich_help_panel=A)] = None,
+    step_rule: Annotated[str | None, typer.Option(help="PGD step-size rule: apgd (adaptive step and momentum, Croce "
+                                                       "& Hein 2020; the default) or fixed (the default with "
+                                                       "--step-size).", rich_help_panel=A)] = None,
     random_start: Annotated[bool, typer.Option("--random-start/--no-random-start", help="PGD random start.",
                                                rich_help_panel=A)] = True,
     loss: Annotated[str, typer.Option(help="PGD/FGSM objective: ce (cross-entropy) or margin (C&W margin).",
                                       rich_help_panel=A)] = "ce",
     masking_checks: Annotated[bool, typer.Option("--masking-checks/--no-masking-checks", help=(
         "Run the extra gradient-masking checks: PGD with 4x the steps at the middle eps, and PGD at the box "
-        "diameter."), rich_help_panel=A)] = True,
+        "diameter; the Indicators of Attack Failure that need extra runs; a small Square attack on every "
+        "--check-every-th input."), rich_help_panel=A)] = True,
+    eot: Annotated[int, typer.Option(help="Counter for randomised models: average each gradient of the adaptive "
+                                          "PGD over N forward passes (EOT).", rich_help_panel=CT, min=1)] = 1,
+    bpda: Annotated[str | None, typer.Option(help="Counter for non-differentiable parts: comma-separated submodule "
+                                                  "names (as in model.named_modules()) whose backward pass is the "
+                                                  "identity in the adaptive PGD (BPDA).", rich_help_panel=CT)] = None,
+    auto_margin: Annotated[bool, typer.Option("--auto-margin/--no-auto-margin", help=(
+        "Run the adaptive margin-loss PGD on inputs whose cross-entropy gradient is exactly zero (saturated)."),
+        rich_help_panel=CT)] = True,
+    check_every: Annotated[int, typer.Option(help="The restart and Square checks run on every N-th input (by "
+                                                  "dataset index).", rich_help_panel=CT, min=1)] = 8,
+    square_queries: Annotated[int, typer.Option(help="Queries of the black-box Square check.", rich_help_panel=CT,
+                                                min=1)] = 300,
     version: Annotated[str, typer.Option(help="AutoAttack version: standard, plus, rand, or custom (with "
                                               "--aa-attacks).", rich_help_panel=AA)] = "standard",
     aa_attacks: Annotated[str | None, typer.Option(help="Sub-attacks for --version custom: apgd-ce, apgd-dlr, fab, "
@@ -87,10 +109,12 @@ def attack(
 
     opts = AttackOptions(
         attacks=_csv(attack), norms=_csv(norm), eps=parse_eps(eps), steps=steps, step_size=step_size,
+        step_rule=step_rule.strip().lower() if step_rule else None,
         restarts=restarts, random_start=random_start, loss=loss, version=version,
         aa_attacks=_csv(aa_attacks) or None, aa_n_iter=aa_n_iter, aa_n_queries=aa_n_queries, df_steps=df_steps,
         overshoot=overshoot, candidates=candidates, cw_steps=cw_steps, cw_search_steps=cw_search_steps, cw_lr=cw_lr,
         cw_confidence=cw_confidence, cw_initial_const=cw_initial_const, masking_checks=masking_checks, seed=ctx.seed,
+        eot=eot, bpda=_csv_names(bpda), auto_margin=auto_margin, check_every=check_every, square_queries=square_queries,
     ).validate()
     if plot is not None:
         check_plot_path(plot)
@@ -157,6 +181,10 @@ def render_attack(ctx: Ctx, result) -> None:
     for name, st in s.get("min_norm", {}).items():
         ctx.print(f"{name}: minimal L2 perturbation found for {st['found']} of {st['attacked']} attacked samples; "
                   f"median {fmt(st['median_all'])}, mean over found {fmt(st['mean'])}")
+    ind = {k: v for k, v in s.get("indicators", {}).items() if v.get("checked")}
+    if ind:
+        ctx.print("indicators of attack failure (inputs / checked): "
+                  + ", ".join(f"{k} {v['count']}/{v['checked']}" for k, v in ind.items()))
     flags = s.get("flags", {})
     if flags.get("gradient_masking"):
         err_console.print("[bold yellow]warning:[/] possible gradient masking; these robust accuracies may be "

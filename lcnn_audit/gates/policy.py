@@ -570,6 +570,12 @@ def _attack_metric_problems(segs: list[str], opts) -> list[str]:
     from ..attacks.options import WORST, eps_key
 
     head = segs[0]
+    if head == "indicators":
+        from ..attacks.indicators import INDICATORS
+
+        if len(segs) != 3 or segs[1] not in INDICATORS or segs[2] not in ("count", "checked", "share"):
+            return [f"write attack.indicators.NAME.count|checked|share with NAME one of {', '.join(INDICATORS)}"]
+        return []
     if head == "flags":
         if len(segs) != 2 or segs[1] not in FLAG_NAMES:
             return [f"attack.flags.{'.'.join(segs[1:])} is not a flag; use one of {', '.join(FLAG_NAMES)}"]
