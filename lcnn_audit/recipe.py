@@ -151,12 +151,28 @@ def reload_hint(arch: str, path) -> str | None:
             f"--arch {arch} (see docs/security.md)")
 
 
+def _is_torchvision_class(arch: str) -> bool:
+    """``torchvision.models:Name`` where ``Name`` is an ``nn.Module`` class of torchvision's model
+    namespace: building it runs only torchvision's code (functions such as
+    ``load_state_dict_from_url`` are not classes and stay refused)."""
+    module, _, name = arch.partition(":")
+    if module != "torchvision.models" or not name.isidentifier():
+        return False
+    import torchvision.models
+    from torch import nn
+
+    obj = vars(torchvision.models).get(name)
+    return isinstance(obj, type) and issubclass(obj, nn.Module)
+
+
 def check_recipe_arch(arch: str, where: str, trust_checkpoint: bool) -> None:
     """Refuse a recipe ``arch`` that would import user code, unless ``trust_checkpoint``."""
     if trust_checkpoint or ":" not in arch:
         return  # names without ':' resolve only through the built-in and torchvision registries
     if arch.startswith("timm:") and arch.count(":") == 1:
         return  # a timm registry name (lcnn_audit.timm_arch); timm:hf-hub: ids would fetch from the network
+    if _is_torchvision_class(arch):
+        return  # a model class of torchvision itself (e.g. a VisionTransformer with recipe kwargs)
     raise CheckpointError(
         f"checkpoint {where} has an embedded recipe naming architecture {arch!r}, a factory outside lcnn-audit "
         f"and torchvision; it was not imported, since importing and calling it would run code from the file's "

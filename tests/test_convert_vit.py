@@ -91,7 +91,7 @@ def test_converted_model_with_train_only_branch_reloads(tmp_path):
     assert rep.trace_training is False and rep.recipe["trace_training"] is False
     path = save_model(conv, tmp_path / "c.safetensors", {"arch": "tests.test_convert_vit:AuxNet", "arch_kwargs": {},
                                                          "normalize": None, "convert": rep.recipe})
-    loaded = load_model(path)
+    loaded = load_model(path, arch="tests.test_convert_vit:AuxNet")  # a user class: named explicitly
     x = torch.rand(2, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(loaded(x), conv.eval()(x))

@@ -253,3 +253,13 @@ def test_recipe_may_name_a_timm_registry_name_but_not_an_hf_hub_id():
     for arch in ("timm:hf-hub:org/repo", "os:system"):
         with pytest.raises(CheckpointError, match="not imported"):
             check_recipe_arch(arch, "ck", trust_checkpoint=False)
+
+
+def test_recipe_may_name_a_torchvision_model_class_but_no_other_torchvision_callable():
+    from lcnn_audit.recipe import check_recipe_arch
+
+    check_recipe_arch("torchvision.models:VisionTransformer", "ck", trust_checkpoint=False)
+    for arch in ("torchvision.models:load_state_dict_from_url", "torchvision.models:get_weight",
+                 "torchvision.io:write_file", "torchvision.models.vision_transformer:VisionTransformer"):
+        with pytest.raises(CheckpointError, match="not imported"):
+            check_recipe_arch(arch, "ck", trust_checkpoint=False)
