@@ -148,7 +148,9 @@ def lanczos(
 
 
 def power_iteration(matvec: Matvec, q0: torch.Tensor, *, iters: int = 20, tol: float = 1e-3) -> SpectralResult:
-    """Batched power iteration, kept for comparison with the original LCNN code.
+    """Batched plain power iteration with the estimate ‖Hv‖, kept for comparison (the LCNN
+    reference code's variant, random start and Rayleigh quotient, is
+    :func:`reference_power_iteration`).
 
     Converges to the eigenvalue of largest magnitude, slowly when the top two are close
     in magnitude (e.g. a ± pair). ``converged`` means the estimate ‖Hv‖ changed by less
