@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from lcnn_audit.attacks import AttackOptions, attack_audit
+from lcnn_audit.attacks.stats import clopper_pearson
 from lcnn_audit.convert import ConvertOptions, convert_checkpoint
 from lcnn_audit.data import load_data
 from lcnn_audit.geometry import CurvatureOptions
@@ -68,7 +69,8 @@ GRADREG = 1e-3  # arXiv appendix E
 CURE = {"cure": 0.1, "cure_h": 0.5}
 PGD_AT = AdversarialTraining(norm="l2", eps=0.1, steps=3)  # LCNN §5
 DEFAULT_EPOCHS, DEFAULT_FINETUNE_EPOCHS = 3, 1
-EPS_SWEEP = (0.05, 0.1, 0.2, 0.5, 1.0)  # the paper's 0.05-0.2 (Table 2) plus larger radii for 28x28 images
+EPS_SWEEP = (0.05, 0.1, 0.15, 0.2, 0.5, 1.0)  # the paper's 0.05-0.2 (Table 2) plus larger radii for 28x28 images
+PAPER_EPS = (0.05, 0.1, 0.15, 0.2)  # Table 2's range: the claim is judged there only
 
 
 @dataclass
@@ -205,6 +207,8 @@ def audit_one(args, spec: Spec, path: Path, train_data, test_data) -> dict:
         "test": {k: disc.summary["test"][k]["mean"] for k in ("grad_norm", "hessian_norm", "curvature")},
         "train": {k: disc.summary["train"][k]["mean"] for k in ("grad_norm", "hessian_norm", "curvature")},
         "delta_tt": disc.summary["delta_tt"],
+        "delta_tt_train": disc.summary["delta_tt_train"],
+        "audit_n": args.audit_n,
         "not_converged": disc.summary["test"].get("not_converged", 0) + disc.summary["train"].get("not_converged", 0),
         "clean_accuracy_audit": att.summary["clean_accuracy"],
         "robust": {f"{r['eps']:g}": r["robust_accuracy"] for r in att.summary["results"] if r["attack"] == "pgd"},
@@ -253,30 +257,41 @@ def claims(results: dict[str, dict]) -> list[str]:
     lg, at = results.get("lcnn_gradreg"), results.get("pgd_at")
     if lg and at and len(six) > 1:
         lowest = min(six.values(), key=lambda a: a["test"]["curvature"])
-        eps = sorted(set(lg["robust"]) & set(at["robust"]), key=float)
-        gaps = [100 * (at["robust"][e] - lg["robust"][e]) for e in eps]
-        worst_gap = max(gaps) if gaps else float("nan")
-        ok = lowest["name"] == "lcnn_gradreg" and worst_gap <= 5.0
-        out.append(f"**LCNN + GradReg has the lowest curvature and robustness near adversarial training** — "
-                   f"{'holds' if ok else 'does not hold'} here. Criterion: lowest mean test curvature of the six "
-                   f"models, and PGD-L2 robust accuracy at most 5 points below PGD-AT at every eps. Measured: lowest "
-                   f"curvature is {lowest['label']} ({num(lowest['test']['curvature'])}; LCNN + GradReg "
-                   f"{num(lg['test']['curvature'])}); robust-accuracy gap to PGD-AT per eps "
-                   + ", ".join(f"{e}: {g:+.1f}" for e, g in zip(eps, gaps, strict=True)) + " points.")
+        eps = sorted((set(lg["robust"]) & set(at["robust"])) & {f"{e:g}" for e in PAPER_EPS}, key=float)
+        n = lg.get("audit_n", 500)
+        state, parts = "holds", []
+        for e in eps:
+            ka, kb = round(at["robust"][e] * n), round(lg["robust"][e] * n)
+            (la, ha), (lb, hb) = clopper_pearson(ka, n), clopper_pearson(kb, n)
+            gap = 100 * (ka - kb) / n
+            parts.append(f"{e}: {gap:+.1f} (PGD-AT [{100 * la:.1f}, {100 * ha:.1f}], LCNN + GradReg "
+                         f"[{100 * lb:.1f}, {100 * hb:.1f}])")
+            if gap > 2.3:
+                state = "does not hold" if hb < la else ("inconclusive" if state == "holds" else state)
+        state = state if lowest["name"] == "lcnn_gradreg" else "does not hold"
+        out.append(f"**LCNN + GradReg has the lowest curvature and robustness on par with adversarial training** — "
+                   f"{state} here. Criterion: lowest mean test curvature of the six models, and on the paper's ε "
+                   f"range (0.05–0.2) PGD-AT − LCNN + GradReg ≤ 2.3 points (the paper's largest gap) at every ε; "
+                   f"'does not hold' where a larger gap has disjoint Clopper-Pearson 95 % intervals, "
+                   f"'inconclusive' where they overlap. Measured: lowest curvature is {lowest['label']} "
+                   f"({num(lowest['test']['curvature'])}; LCNN + GradReg {num(lg['test']['curvature'])}); gap per "
+                   f"eps, points: " + "; ".join(parts) + ".")
     if six:
         rows = []
         stable = 0
         for a in six.values():
-            d = a["delta_tt"]
-            ok = d["curvature"] <= 0.1 * min(d["grad_norm"], d["hessian_norm"])
+            d = a.get("delta_tt_train", a["delta_tt"])
+            ok = d["curvature"] * 71 <= min(d["grad_norm"], d["hessian_norm"])
             stable += ok
             rows.append(f"{a['label']} ({num(d['curvature'])} vs {num(d['grad_norm'])}/{num(d['hessian_norm'])})")
         holds = stable > len(six) / 2
-        out.append(f"**Curvature is stable between train and test, gradient and Hessian norms are not** — "
+        out.append(f"**Curvature's train-test discrepancy is 2–3 orders of magnitude smaller** — "
                    f"{'holds' if holds else 'does not hold'} here ({stable} of {len(six)} models). Criterion, per "
-                   f"model: Δtt of mean curvature at most a tenth of the smaller of Δtt(‖∇f‖) and Δtt(‖∇²f‖); the "
-                   f"claim holds if it holds for most models. Δtt curvature vs gradient/Hessian: " + "; ".join(rows)
-                   + ".")
+                   f"model: with Δtt = |test − train| / train (the form of the printed Table 3), Δtt of mean "
+                   f"curvature at most 1/71 of the smaller of Δtt(‖∇f‖) and Δtt(‖∇²f‖) (71: the paper's own weakest "
+                   f"row); the claim holds if it holds for most models. Note that these 3-epoch models barely "
+                   f"overfit; experiments/overfit.py tests the claim where they do. Δtt curvature vs "
+                   f"gradient/Hessian: " + "; ".join(rows) + ".")
     conv = results.get("standard_to_lcnn")
     if conv and lcnn and std:
         out.append(f"**Retrofitting (convert + {conv['history'][-1]['epoch'] if conv['history'] else '?'} "
@@ -337,12 +352,15 @@ def report(args, results: dict[str, dict], figure: Path | None, env: dict, wall:
     flags = [f"{results[k]['label']}: {m}" for k in order for m in results[k]["attack_flags"]]
     if flags:
         lines += ["", "Attack flags: " + "; ".join(flags)]
-    lines += ["", "## Table 3: train-test discrepancy Δtt g = |g(test) − g(train)| / g(test)", "",
-              "| model | Δtt mean ‖∇f‖ | Δtt mean ‖∇²f‖₂ | Δtt mean C_f |", "|---|---:|---:|---:|"]
+    lines += ["", "## Table 3: train-test discrepancy Δtt g = |g(test) − g(train)| / g(test) (caption) and "
+              "/ g(train) (printed values)", "",
+              "| model | Δtt mean ‖∇f‖ | Δtt mean ‖∇²f‖₂ | Δtt mean C_f | /train ‖∇f‖ | /train ‖∇²f‖₂ | /train C_f |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for k in order:
-        d = results[k]["delta_tt"]
+        d, t = results[k]["delta_tt"], results[k].get("delta_tt_train", {})
         lines.append(f"| {results[k]['label']} | {num(d['grad_norm'])} | {num(d['hessian_norm'])} | "
-                     f"{num(d['curvature'])} |")
+                     f"{num(d['curvature'])} | {num(t.get('grad_norm'))} | {num(t.get('hessian_norm'))} | "
+                     f"{num(t.get('curvature'))} |")
     if figure is not None:
         lines += ["", "## Figure 2: gradient robustness", "",
                   f"![relative gradient change against noise norm]({figure.name})", "",

@@ -15,18 +15,23 @@ ACTIVATIONS = {
     "silu": lambda beta: nn.SiLU(),
 }
 
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
 
 class SmallCNN(nn.Sequential):
     """4 conv layers (BN + activation, max-pool after the 2nd and 4th), then one linear layer.
 
     ``act`` is one of ``relu``, ``softplus`` (with ``beta``; the LCNN paper's "standard"
-    baseline uses softplus with beta = 1000), ``gelu``, ``silu``.
+    baseline uses softplus with beta = 1000), ``gelu``, ``silu``. ``pool="avg"`` pools by
+    averaging, which keeps a smooth net twice differentiable (Proposition 1's assumption).
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, input_size: int = 28,
-                 act: str = "relu", beta: float = 1000.0, bn: bool = True):
+                 act: str = "relu", beta: float = 1000.0, bn: bool = True, pool: str = "max"):
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown act {act!r}; use one of {', '.join(ACTIVATIONS)}")
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; use one of {', '.join(POOLS)}")
         layers: list[nn.Module] = []
         chans = [in_channels, width, width, 2 * width, 2 * width]
         for i in range(4):
@@ -35,7 +40,7 @@ class SmallCNN(nn.Sequential):
                 layers.append(nn.BatchNorm2d(chans[i + 1]))
             layers.append(ACTIVATIONS[act](beta))
             if i in (1, 3):
-                layers.append(nn.MaxPool2d(2))
+                layers.append(POOLS[pool](2))
         side = input_size // 4
         layers += [nn.Flatten(), nn.Linear(2 * width * side * side, num_classes)]
         super().__init__(*layers)

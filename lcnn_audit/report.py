@@ -418,12 +418,14 @@ def _discrepancy_section(runs: list[Run], plots: bool) -> Section:
     fields = ("grad_norm", "hessian_norm", "curvature")
     notes = Footnotes()
     marked = {r.label: notes.mark(r.label, run_notes(r.result)) for r in runs}
-    t3 = Table(["model", "n train", "n test", "Δtt E‖∇f‖₂", "Δtt E‖∇²f‖₂", "Δtt E C_f"], [
+    t3 = Table(["model", "n train", "n test", "Δtt E‖∇f‖₂", "Δtt E‖∇²f‖₂", "Δtt E C_f",
+                "/train: E‖∇f‖₂", "/train: E‖∇²f‖₂", "/train: E C_f"], [
         [marked[r.label], num(s.get("n_train")), num(s.get("n_test")),
-         *[num(s.get("delta_tt", {}).get(f)) for f in fields]]
+         *[num(s.get("delta_tt", {}).get(f)) for f in fields],
+         *[num(s.get("delta_tt_train", {}).get(f)) for f in fields]]
         for r in runs for s in [r.result.summary]],
         caption="Train-test discrepancy in the style of LCNN Table 3: Δtt g = |g(test) − g(train)| / g(test) of the "
-                "split means.")
+                "split means (the caption's form), and the same over g(train) (the form the printed values need).")
     means = Table(["model", "‖∇f‖₂ train", "‖∇f‖₂ test", "‖∇²f‖₂ train", "‖∇²f‖₂ test", "C_f train", "C_f test"], [
         [r.label, *[num(((r.result.summary.get(split) or {}).get(f) or {}).get("mean")) for f in fields
                     for split in ("train", "test")]] for r in runs], caption="Split means behind Δtt.")

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
@@ -90,6 +91,24 @@ def test_discrepancy_formula_on_demo():
     for g in ("grad_norm", "hessian_norm", "curvature"):
         a, b = res.summary["train"][g]["mean"], res.summary["test"][g]["mean"]
         assert res.summary["delta_tt"][g] == abs(b - a) / b
+        assert res.summary["delta_tt_train"][g] == abs(b - a) / a
+
+
+def test_discrepancy_train_form_reproduces_printed_table3_scale(tmp_path):
+    """Test gradient norms 10× the train ones (the printed Table 3's "> 10×"): the caption's
+    form |te − tr|/te is 0.9 and can never exceed 1; the train form gives 9, the printed scale.
+    f = logit of a linear model: ‖∇f‖ = ‖W_y‖ exactly, 1 for label 0 and 10 for label 1."""
+    lin = nn.Linear(64, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[0, 0], lin.weight[1, 1] = 1.0, 10.0
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    x = torch.rand(6, 1, 8, 8)
+    train = tensor_data(tmp_path, x, torch.zeros(6, dtype=torch.long), name="tr.pt")
+    test = tensor_data(tmp_path, x, torch.ones(6, dtype=torch.long), name="te.pt")
+    res = discrepancy(model, train, test, CurvatureOptions(target="logit", method="lanczos", jacobian="off"))
+    assert res.summary["delta_tt"]["grad_norm"] == pytest.approx(0.9, rel=1e-6)
+    assert res.summary["delta_tt_train"]["grad_norm"] == pytest.approx(9.0, rel=1e-6)
 
 
 def test_cli_grad_robustness_compare_and_plot(tmp_path):
@@ -111,7 +130,9 @@ def test_cli_discrepancy_with_same_tensor_file(tmp_path):
     res = CliRunner().invoke(app, ["discrepancy", "demo", "--data", str(tmp_path / "d.pt"), "--train-data",
                                    str(tmp_path / "d.pt"), "--json", str(tmp_path / "o.json")])
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "o.json").read_text())["summary"]["delta_tt"]["curvature"] == 0.0
+    out = json.loads((tmp_path / "o.json").read_text())["summary"]
+    assert out["delta_tt"]["curvature"] == 0.0 and out["delta_tt_train"]["curvature"] == 0.0
+    assert "Δtt /test" in res.output and "Δtt /train" in res.output
 
 
 def test_maxpool_ties_give_a_floor_and_a_notice(tmp_path):
@@ -129,3 +150,20 @@ def test_maxpool_ties_give_a_floor_and_a_notice(tmp_path):
     smooth = grad_robustness(net, data, opts)
     assert smooth.summary["curves"][0]["mean"] < 1e-3
     assert not any("max-pooling" in n for n in smooth.summary["notices"])
+
+
+def test_avgpool_small_cnn_has_no_gradient_floor(tmp_path):
+    """SmallCNN(pool="avg") keeps a softplus net twice differentiable (Proposition 1's
+    assumption): on the constant image that gives the max-pool floor, the change vanishes."""
+    from lcnn_audit.models import SmallCNN
+
+    torch.manual_seed(0)
+    x, y = torch.zeros(4, 1, 28, 28), torch.arange(4)
+    data = tensor_data(tmp_path, x, y)
+    opts = GradRobustnessOptions(radii=(1e-6,), draws=1, curvature=CurvatureOptions(jacobian="off", max_iter=10))
+    changes = {}
+    for pool in ("max", "avg"):
+        torch.manual_seed(0)
+        net = SmallCNN(width=4, act="softplus", beta=10.0, pool=pool).eval()
+        changes[pool] = grad_robustness(net, data, opts).summary["curves"][0]["mean"]
+    assert changes["avg"] < 1e-3 < changes["max"]

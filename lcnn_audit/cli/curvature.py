@@ -23,13 +23,15 @@ def curvature(
                                         rich_help_panel=G)] = "loss",
     label: Annotated[str, typer.Option(help="Label for f: the true label or the predicted class.",
                                        rich_help_panel=G)] = "true",
-    method: Annotated[str, typer.Option(help="auto, lanczos, power or gauss-newton (exact for piecewise-linear "
-                                             "nets).", rich_help_panel=G)] = "auto",
+    method: Annotated[str, typer.Option(help="auto, lanczos, power, reference (the LCNN paper's "
+                                             "code, biased low; use --iters 10) or gauss-newton (exact for "
+                                             "piecewise-linear nets).", rich_help_panel=G)] = "auto",
     tol: Annotated[float, typer.Option(help="Lanczos relative residual tolerance.", rich_help_panel=G)] = 1e-3,
     atol: Annotated[float, typer.Option(help="Absolute residual floor.", rich_help_panel=G)] = 0.0,
     max_iter: Annotated[int, typer.Option(help="Maximum Lanczos steps (HVPs) per sample.",
                                           rich_help_panel=G)] = 40,
-    iters: Annotated[int, typer.Option(help="Power-iteration steps (--method power).", rich_help_panel=G)] = 20,
+    iters: Annotated[int, typer.Option(help="Power-iteration steps (--method power / reference).",
+                                       rich_help_panel=G)] = 20,
     profile: Annotated[int, typer.Option(help="Also report the K eigenvalues largest in magnitude (CURE Fig. 2).",
                                          rich_help_panel=G)] = 0,
     fd_h: Annotated[float | None, typer.Option(help="Also report CURE's finite difference "

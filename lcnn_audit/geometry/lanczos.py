@@ -194,7 +194,9 @@ def lanczos(
 
 
 def power_iteration(matvec: Matvec, q0: torch.Tensor, *, iters: int = 20, tol: float = 1e-3) -> SpectralResult:
-    """Batched power iteration, kept for comparison with the original LCNN code.
+    """Batched plain power iteration with the estimate ‖Hv‖, kept for comparison (the LCNN
+    reference code's variant, random start and Rayleigh quotient, is
+    :func:`reference_power_iteration`).
 
     Converges to the eigenvalue of largest magnitude, slowly when the top two are close
     in magnitude (e.g. a ± pair). ``converged`` means the estimate ‖Hv‖ changed by less
@@ -219,4 +221,26 @@ def power_iteration(matvec: Matvec, q0: torch.Tensor, *, iters: int = 20, tol: f
     sign = torch.where(rayleigh < 0, -1.0, 1.0).to(dt)
     n = torch.full((B,), max(1, iters), dtype=torch.long, device=q0.device)
     return SpectralResult(eigs=(sign * est)[:, None], top_vector=v, converged=converged, iterations=n,
+                          fro_sq_captured=torch.full((B,), float("nan"), dtype=torch.float64, device=q0.device))
+
+
+def reference_power_iteration(matvec: Matvec, q0: torch.Tensor, *, iters: int = 10,
+                              stab: float = 1e-6) -> SpectralResult:
+    """Port of the LCNN reference code's estimator (kylematoba/lcnn, ``estimate_curvature.py``,
+    ``curvature_hessian_estimator``): u₀ = z/‖z‖ with z standard normal; ``iters`` times
+    u ← Hu / (‖Hu‖ + 1e-6); then one more HVP and the estimate |uᵀHu| (a Rayleigh
+    quotient, not ‖Hu‖). The reference CLI default is 10 iterations (the function's is 20).
+
+    Kept as the paper's estimator, bias included: a Rayleigh quotient is at most |λ|max and
+    power iteration stalls on ± pairs, so it reads low (docs/curvature.md). No convergence
+    test: ``converged`` is all False, ``iterations`` = iters + 1 HVPs.
+    """
+    B, _ = q0.shape
+    u = q0 / q0.norm(dim=1, keepdim=True).clamp_min(torch.finfo(q0.dtype).tiny)
+    for _ in range(iters):
+        w = matvec(u)
+        u = w / (w.norm(dim=1, keepdim=True) + stab)
+    est = (matvec(u) * u).sum(1)
+    return SpectralResult(eigs=est[:, None], top_vector=u, converged=torch.zeros(B, dtype=torch.bool, device=q0.device),
+                          iterations=torch.full((B,), iters + 1, dtype=torch.long, device=q0.device),
                           fro_sq_captured=torch.full((B,), float("nan"), dtype=torch.float64, device=q0.device))

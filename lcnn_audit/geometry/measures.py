@@ -14,7 +14,9 @@ Fields (LCNN paper §3.1 unless noted), for the per-sample objective f (see ``ob
 * ``cross_lipschitz`` ν² = Σᵢⱼ‖∇gᵢ − ∇gⱼ‖²/K² (Guo et al.)
 * ``converged``, ``iterations`` (HVPs used by the sample)
 
-Methods: ``lanczos`` (default for smooth nets), ``power`` (for comparison), and
+Methods: ``lanczos`` (default for smooth nets), ``power`` (plain power iteration with the
+largest-|eigenvalue| estimate ‖Hv‖, for comparison), ``reference`` (a port of the LCNN
+reference code's estimator, random start and Rayleigh quotient, biased low), and
 ``gauss-newton``, exact for piecewise-linear nets; ``auto`` picks gauss-newton when the
 model is structurally piecewise linear, has at most ``gn_max_classes`` classes, and a
 numerical check (one HVP against JᵀAJ v) confirms it, otherwise lanczos.
@@ -33,10 +35,10 @@ from ..loading import require_finite
 from .gauss_newton import gauss_newton_hvp, gauss_newton_spectrum, is_piecewise_linear
 from .hvp import BatchedHVP, CompactingHVP
 from .jacobian import jacobian_measures, jacobian_measures_estimate, logit_jacobian
-from .lanczos import SpectralResult, lanczos, power_iteration
+from .lanczos import SpectralResult, lanczos, power_iteration, reference_power_iteration
 from .objective import check_target, input_gradient, make_objective, resolve_labels
 
-METHODS = ("auto", "lanczos", "power", "gauss-newton")
+METHODS = ("auto", "lanczos", "power", "reference", "gauss-newton")
 JACOBIAN_MODES = ("auto", "exact", "estimate", "off")
 # random-stream ids (rng.per_sample_*): independent draws per purpose
 STREAM_START, STREAM_RESTART, STREAM_FRO, STREAM_JAC, STREAM_CHECK = 1, 2, 3, 4, 5
@@ -166,6 +168,12 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
             if opts.profile > 1:
                 raise UsageError("--profile needs --method lanczos or gauss-newton (power finds one eigenvalue)")
             res = power_iteration(matvec, q0, iters=opts.iters, tol=opts.tol)
+            fro = torch.full((B,), float("nan"), dtype=torch.float64, device=x.device)
+        elif method == "reference":
+            if opts.profile > 1:
+                raise UsageError("--profile needs --method lanczos or gauss-newton (reference finds one eigenvalue)")
+            z = rng.per_sample_normal(opts.seed, STREAM_START, index, (q0.shape[1],), q0.dtype).to(q0.device)
+            res = reference_power_iteration(matvec, z, iters=opts.iters)
             fro = torch.full((B,), float("nan"), dtype=torch.float64, device=x.device)
         else:  # pragma: no cover - validated
             raise UsageError(f"unknown method {method}")
