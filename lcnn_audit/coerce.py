@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .data import ImageData
+from .data import ImageData, check_images
 from .errors import DataError
 
 
@@ -21,33 +21,8 @@ def _check(x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, t
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if x.ndim == 3:  # (N, H, W) grayscale
         x = x.unsqueeze(1)
-    if x.ndim != 4:
-        raise DataError(f"{what}: images must have shape (N, C, H, W), got {tuple(x.shape)}")
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise DataError(f"{what}: labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-    if y.dtype.is_floating_point:
-        if not torch.equal(y, y.round()):
-            raise DataError(f"{what}: labels must be integer class indices, got {y.dtype} values")
-    elif y.dtype == torch.bool:
-        raise DataError(f"{what}: labels must be integer class indices, got bool")
-    y = y.long().cpu()
-    if y.numel() == 0:
-        raise DataError(f"{what}: holds no samples")
-    if (y < 0).any():
-        raise DataError(f"{what}: labels must be >= 0, found {int(y.min())}")
-    x = x.detach().cpu()
-    if x.dtype != torch.uint8:
-        if not x.dtype.is_floating_point:
-            raise DataError(f"{what}: images must be float in [0, 1] or uint8, got {x.dtype}")
-        x = x.float()
-        if not torch.isfinite(x).all():
-            raise DataError(f"{what}: images hold NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise DataError(f"{what}: pixel values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]; pass "
-                            "unnormalised images and put the normalisation inside the model "
-                            "(load_model(..., normalize=...))")
+    x, y = check_images(x.detach().cpu(), y.cpu(), what)
     return x.contiguous(), y
 
 

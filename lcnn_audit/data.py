@@ -238,31 +238,38 @@ def _load_tensor_file(path: Path):
     if not isinstance(obj, dict) or "x" not in obj or "y" not in obj:
         keys = list(obj) if isinstance(obj, dict) else type(obj).__name__
         raise DataError(f"tensor file {path} must hold keys 'x' and 'y'; found {keys}")
-    x, y = torch.as_tensor(obj["x"]), torch.as_tensor(obj["y"])
+    return check_images(obj["x"], obj["y"], f"tensor file {path}", "'x'", "'y'", "--normalize")
+
+
+def check_images(x, y, what: str, xname: str = "images", yname: str = "labels",
+                 normalize_hint: str = "load_model(..., normalize=...)") -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate images ``x`` (N, C, H, W), float in [0, 1] or uint8, and integer labels ``y``
+    (N,) >= 0; return them as (float32 or uint8, int64). Every problem is a :class:`DataError`
+    that starts with ``what`` and names the tensor."""
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
     if x.ndim != 4:
-        raise DataError(f"tensor file {path}: 'x' must have shape (N, C, H, W), got {tuple(x.shape)}")
+        raise DataError(f"{what}: {xname} must have shape (N, C, H, W), got {tuple(x.shape)}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise DataError(f"tensor file {path}: 'y' must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        raise DataError(f"{what}: {yname} must have shape ({x.shape[0]},), got {tuple(y.shape)}")
     if x.shape[0] == 0:
-        raise DataError(f"tensor file {path} holds no samples ('x' has shape {tuple(x.shape)}); it needs N >= 1")
+        raise DataError(f"{what} holds no samples ({xname} has shape {tuple(x.shape)}); it needs N >= 1")
     if y.dtype.is_floating_point or y.dtype == torch.bool:
-        if y.dtype.is_floating_point and torch.equal(y, y.round()):
-            y = y.long()
-        else:
-            raise DataError(f"tensor file {path}: 'y' must hold integer class labels, got {y.dtype}")
+        if not (y.dtype.is_floating_point and torch.equal(y, y.round())):
+            raise DataError(f"{what}: {yname} must hold integer class labels, got {y.dtype}")
+    y = y.long()
+    if (y < 0).any():
+        raise DataError(f"{what}: {yname} must be >= 0, found {int(y.min())}")
     if x.dtype != torch.uint8:
         if not x.dtype.is_floating_point:
-            raise DataError(f"tensor file {path}: 'x' must be float in [0,1] or uint8, got {x.dtype}")
+            raise DataError(f"{what}: {xname} must be float in [0, 1] or uint8, got {x.dtype}")
         x = x.float()
         if not torch.isfinite(x).all():
-            raise DataError(f"tensor file {path}: 'x' holds NaN or infinite values")
+            raise DataError(f"{what}: {xname} hold NaN or infinite values")
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
-            raise DataError(f"tensor file {path}: 'x' values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]; "
-                            "scale pixels to [0,1] and keep normalisation inside the model (--normalize)")
-    if (y < 0).any():
-        raise DataError(f"tensor file {path}: labels must be >= 0, found {int(y.min())}")
-    return x, y.long()
+            raise DataError(f"{what}: {xname} values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]; scale pixels "
+                            f"to [0, 1] and keep the normalisation inside the model ({normalize_hint})")
+    return x, y
 
 
 def _pil_loader(path: str):
