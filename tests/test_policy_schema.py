@@ -31,7 +31,7 @@ def test_schema_names_every_key_the_validator_reads():
         fields = {f for f in cls.__dataclass_fields__ if f != "notices"}
         assert set(obj["properties"]) == fields, name
     method = audits["curvature"]["anyOf"][0]["properties"]["method"]
-    assert method["enum"] == ["auto", "lanczos", "power", "gauss-newton"]
+    assert method["enum"] == ["auto", "lanczos", "power", "reference", "gauss-newton"]  # geometry.METHODS
 
 
 def _structural_errors(value, schema, path="") -> list[str]:
