@@ -60,8 +60,12 @@ class Examples:
         for k, t in self.images.items():
             if max(t.shape[-2:]) > max_side:
                 t = F.adaptive_avg_pool2d(t, (min(t.shape[-2], max_side), min(t.shape[-1], max_side)))
-            arr = t.numpy().astype("<f2")
-            imgs[k] = {"shape": list(arr.shape), "float16_base64": base64.b64encode(arr.tobytes()).decode("ascii")}
+            # float16 holds |v| <= 65504: store each sample over its max |v| (kept in float64), so a
+            # huge gradient of a random-weight net is kept rather than cast to inf
+            scale = t.detach().double().flatten(1).abs().amax(dim=1).clamp_min(1e-300)
+            arr = (t.double() / scale.view(-1, *[1] * (t.ndim - 1))).numpy().astype("<f2")
+            imgs[k] = {"shape": list(arr.shape), "scale": scale.tolist(),
+                       "float16_base64": base64.b64encode(arr.tobytes()).decode("ascii")}
         return {"index": self.index, "label": self.label, "pred": self.pred, "curvature": self.curvature,
                 "eigenvalue": self.eigenvalue, "grad_norm": self.grad_norm, "images": imgs,
                 "adversarial": self.adversarial}
@@ -70,8 +74,11 @@ class Examples:
     def from_dict(cls, d: dict) -> Examples:
         imgs = {}
         for k, v in (d.get("images") or {}).items():
-            raw = np.frombuffer(base64.b64decode(v["float16_base64"]), dtype="<f2").astype(np.float32)
-            imgs[k] = torch.from_numpy(raw.reshape(v["shape"]).copy())
+            raw = np.frombuffer(base64.b64decode(v["float16_base64"]), dtype="<f2").astype(np.float64)
+            raw = raw.reshape(v["shape"])
+            if "scale" in v:  # per-sample scale (older results stored the values directly)
+                raw = raw * np.asarray(v["scale"], dtype=np.float64).reshape(-1, *[1] * (raw.ndim - 1))
+            imgs[k] = torch.from_numpy(raw.astype(np.float32))
         return cls(index=list(d["index"]), label=list(d["label"]), pred=list(d["pred"]),
                    curvature=list(d["curvature"]), eigenvalue=list(d["eigenvalue"]), grad_norm=list(d["grad_norm"]),
                    images=imgs, adversarial=d.get("adversarial"))

@@ -147,3 +147,19 @@ def test_report_with_examples_renders_in_chromium(tmp_path):
                           capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["ok"]
+
+
+def test_example_images_survive_the_json_even_beyond_float16_range():
+    """A random-weight net's input gradient can exceed float16's 65504: it must not become inf."""
+    import math
+
+    from lcnn_audit.examples import Examples
+
+    g = torch.tensor([[[[1e6, -3.0], [2.5e-3, 0.0]]], [[[0.5, 0.25], [0.0, -1.0]]]])
+    ex = Examples(index=[0, 1], label=[0, 1], pred=[0, 1], curvature=[1.0, 2.0], eigenvalue=[1.0, 2.0],
+                  grad_norm=[1.0, 1.0], images={"grad": g})
+    back = Examples.from_dict(ex.to_dict()).images["grad"]
+    assert torch.isfinite(back).all()
+    assert not math.isinf(float(back.abs().max()))
+    peak = g.flatten(1).abs().amax(dim=1).view(-1, 1, 1, 1)  # float16 precision relative to each sample's peak
+    assert ((back - g).abs() <= 1e-3 * peak).all()
