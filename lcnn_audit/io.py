@@ -155,9 +155,13 @@ def _check_folder(opt: str, p: Path, folder: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise OutputError(f"{opt} {p}: cannot create the folder {folder}: {probe} is a file")
+    what = "write in" if probe == folder else "create the folder " + str(folder) + " in"
     if not os.access(probe, os.W_OK | os.X_OK):
-        what = "write in" if probe == folder else "create the folder " + str(folder) + " in"
         raise OutputError(f"{opt} {p}: cannot {what} {probe} (permission denied)")
+    try:  # access() says yes for root and for read-only or virtual file systems: try it
+        tempfile.TemporaryFile(dir=probe, prefix=".lcnn-audit-probe-").close()
+    except OSError as err:
+        raise OutputError(f"{opt} {p}: cannot {what} {probe} ({err.strerror or err})") from None
 
 
 def incomplete_path(path: PathLike) -> Path:

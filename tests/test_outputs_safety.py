@@ -399,3 +399,18 @@ def test_ctrl_c_while_the_commands_are_imported(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["lcnn-audit", "curvature", "demo"])
     assert cli._run(signal) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_an_output_folder_that_refuses_files_is_refused_before_running(tmp_path, monkeypatch):
+    """os.access says yes for root and on read-only mounts: the folder is probed by creating a file."""
+    import tempfile as tf
+
+    from lcnn_audit.errors import OutputError
+    from lcnn_audit.io import check_outputs
+
+    def refuse(*a, **kw):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tf, "TemporaryFile", refuse)
+    with pytest.raises(OutputError, match="Read-only file system"):
+        check_outputs({"--json": tmp_path / "r.json"})
