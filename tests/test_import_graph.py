@@ -1,0 +1,156 @@
+"""The library's module-level import graph is acyclic (issue 13).
+
+The graph is built from the source (AST), not by importing: an edge ``a -> b`` means that
+running module ``a``'s top level imports module ``b``. Imports inside functions are not
+edges (they run later, when the function is called), and neither are imports under
+``if TYPE_CHECKING:``. Importing ``p.q.r`` also runs the ``__init__`` of ``p`` and ``p.q``,
+so those are edges too, except the importer's own ancestor packages (already running or
+run by the time it is)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import lcnn_audit
+
+PACKAGE = "lcnn_audit"
+ROOT = Path(lcnn_audit.__file__).resolve().parent
+
+
+def module_files(root: Path = ROOT, package: str = PACKAGE) -> dict[str, Path]:
+    """Dotted module name -> source file, for every ``.py`` file of the package."""
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = [package, *path.relative_to(root).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _top_level_imports(tree: ast.Module):
+    """Import statements run by the module's top level (also inside module-level if/try/with)."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, ast.If):
+            if not _is_type_checking(node.test):
+                stack.extend(node.body)
+            stack.extend(node.orelse)
+        elif isinstance(node, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+            stack.extend(node.body + node.orelse + node.finalbody)
+            for h in node.handlers:
+                stack.extend(h.body)
+        elif isinstance(node, (ast.With, ast.For, ast.While)):
+            stack.extend(node.body + getattr(node, "orelse", []))
+        # functions, classes' methods and lambdas run later: not edges (class bodies run now)
+        elif isinstance(node, ast.ClassDef):
+            stack.extend(n for n in node.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def import_graph(files: dict[str, Path] | None = None) -> dict[str, set[str]]:
+    """Module -> the package modules its top level imports."""
+    files = module_files() if files is None else files
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        is_pkg = path.name == "__init__.py"
+        here = name if is_pkg else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in _top_level_imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+                continue
+            if node.level:
+                base = here.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets.add(mod)
+            for a in node.names:  # ``from pkg import sub`` imports the submodule ``pkg.sub``
+                if f"{mod}.{a.name}" in files:
+                    targets.add(f"{mod}.{a.name}")
+        own = set(_ancestors(name))
+        edges = set()
+        for t in targets:
+            if t not in files:
+                continue  # outside the package (torch, typer...)
+            edges.update(a for a in (*_ancestors(t), t) if a in files and a not in own and a != name)
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as ``[a, b, ..., a]``, or None if the graph is acyclic (iterative DFS)."""
+    colour = dict.fromkeys(graph, 0)  # 0 new, 1 on the current path, 2 done
+    for start in sorted(graph):
+        if colour[start]:
+            continue
+        path, iters = [start], [iter(sorted(graph[start]))]
+        colour[start] = 1
+        while path:
+            nxt = next(iters[-1], None)
+            if nxt is None:
+                colour[path.pop()] = 2
+                iters.pop()
+            elif colour.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif colour.get(nxt) == 0:
+                colour[nxt] = 1
+                path.append(nxt)
+                iters.append(iter(sorted(graph[nxt])))
+    return None
+
+
+def test_library_import_graph_is_acyclic():
+    graph = import_graph()
+    assert len(graph) > 50 and "lcnn_audit.geometry.hvp" in graph
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_graph_sees_relative_package_and_submodule_imports():
+    g = import_graph()
+    assert "lcnn_audit._version" in g["lcnn_audit.results"]  # from ._version import __version__
+    assert "lcnn_audit.errors" in g["lcnn_audit.rng"]
+    assert "lcnn_audit.cli.commands" in g["lcnn_audit.cli._app"]  # from . import commands (after code)
+    assert "lcnn_audit.rng" in g["lcnn_audit.attacks.pgd"]  # from .. import rng: the submodule
+    assert "lcnn_audit.attacks" not in g["lcnn_audit.attacks.pgd"]  # its own package is no edge
+
+
+@pytest.mark.parametrize("graph, cycle", [
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, None),
+    ({"a": {"a"}}, ["a", "a"]),
+    ({"a": {"b", "c"}, "b": {"c"}, "c": set(), "d": {"e"}, "e": {"d"}}, ["d", "e", "d"]),
+])
+def test_find_cycle_oracle(graph, cycle):
+    assert find_cycle(graph) == cycle
+
+
+def test_graph_reports_a_planted_cycle(tmp_path):
+    """The checker itself can fail: a two-module package importing each other at top level."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("from .a import thing\n\ndef f():\n    from . import c\n")
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
+    g = import_graph(module_files(pkg, "pkg"))
+    assert g["pkg.b"] == {"pkg.a"} and g["pkg.c"] == set()
+    assert find_cycle(g) == ["pkg.a", "pkg.b", "pkg.a"]
