@@ -63,15 +63,20 @@ def _ancestors(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def import_graph(files: dict[str, Path] | None = None) -> dict[str, set[str]]:
-    """Module -> the package modules its top level imports."""
+def _all_imports(tree: ast.Module):
+    return (n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)))
+
+
+def import_graph(files: dict[str, Path] | None = None, all_imports: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules its top level imports (``all_imports``: also in functions)."""
     files = module_files() if files is None else files
+    imports = _all_imports if all_imports else _top_level_imports
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         is_pkg = path.name == "__init__.py"
         here = name if is_pkg else name.rpartition(".")[0]
         targets: set[str] = set()
-        for node in _top_level_imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        for node in imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, ast.Import):
                 targets.update(a.name for a in node.names)
                 continue
@@ -122,6 +127,22 @@ def test_library_import_graph_is_acyclic():
     assert len(graph) > 50 and "lcnn_audit.geometry.hvp" in graph
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_library_never_imports_the_cli():
+    """Data flows up to the CLI, never back: no library module imports ``lcnn_audit.cli``,
+    not even inside a function (``demo`` used to import the CLI renderers)."""
+    graph = import_graph(all_imports=True)
+    offenders = {m: sorted(t for t in ts if t.startswith("lcnn_audit.cli"))
+                 for m, ts in graph.items() if not m.startswith("lcnn_audit.cli") and m != "lcnn_audit.__main__"}
+    assert not {m: ts for m, ts in offenders.items() if ts}
+
+
+def test_every_demo_step_has_a_cli_renderer():
+    from lcnn_audit.cli.demo import RENDERERS
+    from lcnn_audit.demo import DEMO_STEPS
+
+    assert [s.name for s in DEMO_STEPS] == list(RENDERERS)
 
 
 def test_graph_sees_relative_package_and_submodule_imports():
