@@ -145,3 +145,32 @@ def test_a_subclass_counts_as_its_kind_except_for_the_swap():
 
     assert has_maxpool(nn.Sequential(MyPool(3))) and is_piecewise_linear(nn.Sequential(MyPool(3)))
     assert has_relu(nn.Sequential(MyReLU())) and _kind_of(MyReLU(), ("relu",)) is None
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # functorch, aten::_trilinear
+def test_bilinear_is_not_piecewise_linear_by_the_exact_hessian():
+    """Why nn.Bilinear left PIECEWISE_LINEAR: for logits z = Bilinear(x, x) the exact fp64
+    input Hessian of the cross-entropy differs from its Gauss-Newton part JᵀAJ, which the
+    piecewise-linear path would report as exact."""
+    torch.manual_seed(0)
+    bil = nn.Bilinear(4, 4, 3).double()
+    x, y = torch.randn(4, dtype=torch.float64), torch.tensor(1)
+
+    def loss(v):
+        return nn.functional.cross_entropy(bil(v[None], v[None]), y[None])
+
+    H = torch.func.hessian(loss)(x)
+    J = torch.func.jacrev(lambda v: bil(v[None], v[None])[0])(x)  # (C, d)
+    p = torch.softmax(bil(x[None], x[None])[0], 0)
+    gn = J.T @ (torch.diag(p) - torch.outer(p, p)) @ J
+    assert (H - gn).norm() > 0.1 * H.norm()
+    assert not is_piecewise_linear(nn.Sequential(_Call(bil, 2, False)))
+    lin = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double()  # the oracle's control
+
+    def loss_lin(v):
+        return nn.functional.cross_entropy(lin(v[None]), y[None])
+
+    Jl = torch.func.jacrev(lambda v: lin(v[None])[0])(x)
+    pl = torch.softmax(lin(x[None])[0], 0)
+    torch.testing.assert_close(torch.func.hessian(loss_lin)(x), Jl.T @ (torch.diag(pl) - torch.outer(pl, pl)) @ Jl)
+    assert is_piecewise_linear(lin)
