@@ -176,10 +176,27 @@ def test_every_demo_step_has_a_cli_renderer():
 def test_graph_sees_relative_package_and_submodule_imports():
     g = import_graph()
     assert "lcnn_audit._version" in g["lcnn_audit.results"]  # from ._version import __version__
+    assert g["lcnn_audit"] == {"lcnn_audit._version"}  # the root stays lazy (PEP 562 __getattr__)
     assert "lcnn_audit.errors" in g["lcnn_audit.rng"]
     assert "lcnn_audit.cli.commands" in g["lcnn_audit.cli._app"]  # from . import commands (after code)
     assert "lcnn_audit.rng" in g["lcnn_audit.attacks.pgd"]  # from .. import rng: the submodule
     assert "lcnn_audit.attacks" not in g["lcnn_audit.attacks.pgd"]  # its own package is no edge
+
+
+def test_no_module_imports_names_from_the_package_root():
+    """``from . import __version__`` in results.py made 22 modules one cycle through an eager
+    root (issue 13); names now come from the module that defines them."""
+    files = module_files()
+    offenders = []
+    for name, path in files.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level and name != PACKAGE:
+                base = here.split(".")[: len(here.split(".")) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+                if mod == PACKAGE:
+                    offenders += [f"{name}: {a.name}" for a in node.names if f"{PACKAGE}.{a.name}" not in files]
+    assert not offenders
 
 
 def test_cyclic_groups_oracle():
