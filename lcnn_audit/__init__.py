@@ -7,7 +7,7 @@ re-exported here.
 
 import logging as _logging
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 #: public name -> the module that defines it; imported on first use (PEP 562), so that the
 #: command line starts (and a Ctrl-C during start-up is handled) before torch is imported

@@ -54,6 +54,7 @@ from torch import fx, nn
 from .errors import ModelError, UsageError
 from .layers import CenteredSoftplus, LipschitzBatchNorm1d, LipschitzBatchNorm2d, bn_spectral_norm
 from .layers.spectral import CONVS, conv_operator_norm, matrix_norm, top_singular
+from .nn_kinds import ADAPTIVE_MAX_POOLS, BOUND_UPSAMPLE_MODES, FIXED_MAX_POOLS, ISOMETRIES, OTHER_LINEAR
 
 LAMBDA_BETA = 1e-4
 LAMBDA_GAMMA = 1e-5
@@ -178,13 +179,9 @@ _CAT = {torch.cat, torch.concat, torch.concatenate, torch.stack}
 _LINEAR_F = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
              F.adaptive_avg_pool3d, torch.mean, torch.sum, F.pad, F.interpolate}
 _LINEAR_M = {"mean", "sum"}
-_LINEAR_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-                   nn.AdaptiveAvgPool3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-                   nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
-                   nn.Upsample)
-_ISOMETRY_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-                     nn.AlphaDropout)
-_MAXPOOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_LINEAR_MODULES = OTHER_LINEAR
+_ISOMETRY_MODULES = ISOMETRIES
+_MAXPOOL_MODULES = FIXED_MAX_POOLS
 _ACT_F = {F.relu: "relu", torch.relu: "relu", F.relu_: "relu", torch.relu_: "relu", F.relu6: "relu6",
           F.leaky_relu: "leaky_relu", F.hardtanh: "relu6", F.gelu: "gelu", F.silu: "silu", F.elu: "elu",
           F.softplus: "softplus", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
@@ -607,14 +604,14 @@ def _rule(gm, node, val, values, ins, state_of, tol, max_iter):
             k = _maxpool_overlap(m, tuple(x_val.shape[1:]), tuple(val.shape[1:]))
             return ("layer", op, math.sqrt(k), 0.0, 0.0, False, True,
                     f"√(max windows per input) = √{k}; piecewise linear: bounds hold almost everywhere")
-        if isinstance(m, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
+        if isinstance(m, ADAPTIVE_MAX_POOLS):
             if m.return_indices:
                 return None
             k = _adaptive_overlap(tuple(x_val.shape[1:]), tuple(val.shape[1:]))
             return ("layer", op, math.sqrt(k), 0.0, 0.0, False, True,
                     f"√(max windows per input) = √{k}; piecewise linear: bounds hold almost everywhere")
         if isinstance(m, _LINEAR_MODULES):
-            if isinstance(m, nn.Upsample) and m.mode not in ("nearest", "linear", "bilinear", "trilinear", "bicubic"):
+            if isinstance(m, nn.Upsample) and m.mode not in BOUND_UPSAMPLE_MODES:
                 return None
             res = _generic_norm(m, x_val, tol, max_iter)
             return ("layer", op, res.sigma * math.sqrt(1 + res.residual), 0.0, 0.0, True, res.converged,

@@ -60,6 +60,7 @@ from .layers.spectral import (
     spectral_norm_conv,
     spectral_norm_linear,
 )
+from .nn_kinds import NONLINEAR, swappable_types
 from .progress import new_phase
 from .surgery import ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES, replace_activations, trace
 
@@ -486,9 +487,8 @@ def _convert_bn(net, name, mod, opts, report):
                            "bn_norm": float(new.bn_norm().detach()), "gamma": float(new.gamma.detach())})
 
 
-_OTHER_NONLINEAR = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-                    nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.PReLU,
-                    nn.LayerNorm, nn.GroupNorm, nn.Softmax, nn.MultiheadAttention)
+#: non-linear kinds the activation swap does not cover (those are counted by exact type below)
+_OTHER_NONLINEAR = tuple(t for t in NONLINEAR if t not in swappable_types())
 
 
 #: layers the LCNN paper gives no low-curvature version of, and why each is left as it is
@@ -511,9 +511,9 @@ def _no_counterpart(net: nn.Module) -> list[dict]:
 
 
 def _other_nonlinearities(net: nn.Module) -> list[str]:
-    kept = Counter(type(m).__name__ for m in net.modules() if isinstance(m, _OTHER_NONLINEAR))
-    kept.update(type(m).__name__ for m in net.modules()
-                if any(type(m) in ACTIVATION_MODULES[k] for k in ACTIVATION_MODULES))
+    swappable = swappable_types()  # each module once: ReLU6 is also a Hardtanh
+    kept = Counter(type(m).__name__ for m in net.modules()
+                   if isinstance(m, _OTHER_NONLINEAR) or type(m) in swappable)
     if not kept:
         return []
     listed = ", ".join(f"{n} ×{c}" for n, c in sorted(kept.items()))

@@ -19,7 +19,6 @@ class DemoStep:
     name: str
     title: str
     run: Callable[..., AuditResult]
-    render: Callable
 
 
 def _curvature(n, progress):
@@ -34,12 +33,6 @@ def _curvature(n, progress):
     return result
 
 
-def _render_curvature(ctx, result):
-    from .cli.curvature import render_curvature
-
-    render_curvature(ctx, result)
-
-
 def _grad_robustness(n, progress):
     from .geometry.robustness import GradRobustnessOptions, grad_robustness
 
@@ -47,23 +40,11 @@ def _grad_robustness(n, progress):
                            progress=progress, config={"checkpoint": "demo"})
 
 
-def _render_grad_robustness(ctx, result):
-    from .cli.robustness import render_grad_robustness
-
-    render_grad_robustness(ctx, result)
-
-
 def _discrepancy(n, progress):
     from .geometry.robustness import discrepancy
 
     return discrepancy(load_model("demo"), load_data("demo", split="train", n=n), load_data("demo", n=n),
                        progress=progress, config={"checkpoint": "demo"})
-
-
-def _render_discrepancy(ctx, result):
-    from .cli.robustness import render_discrepancy
-
-    render_discrepancy(ctx, result)
 
 
 def _attack(n, progress):
@@ -75,17 +56,11 @@ def _attack(n, progress):
                         batch_size=128, progress=progress, config={"checkpoint": "demo"})
 
 
-def _render_attack(ctx, result):
-    from .cli.attack import render_attack
-
-    render_attack(ctx, result)
-
-
 DEMO_STEPS: list[DemoStep] = [
-    DemoStep("curvature", "curvature audit", _curvature, _render_curvature),
-    DemoStep("grad_robustness", "gradient robustness", _grad_robustness, _render_grad_robustness),
-    DemoStep("discrepancy", "train-test discrepancy", _discrepancy, _render_discrepancy),
-    DemoStep("attack", "adversarial robustness (PGD-L2)", _attack, _render_attack),
+    DemoStep("curvature", "curvature audit", _curvature),
+    DemoStep("grad_robustness", "gradient robustness", _grad_robustness),
+    DemoStep("discrepancy", "train-test discrepancy", _discrepancy),
+    DemoStep("attack", "adversarial robustness (PGD-L2)", _attack),
 ]
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .errors import UsageError
 from .formatting import eps_text, num
 from .gates import VERDICT_KIND, CheckResult, Verdict

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .errors import UsageError
 from .io import read_json, write_json, write_text
 

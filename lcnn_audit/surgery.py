@@ -17,15 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-ACTIVATION_MODULES: dict[str, tuple[type[nn.Module], ...]] = {
-    "relu": (nn.ReLU,),
-    "relu6": (nn.ReLU6,),
-    "leaky_relu": (nn.LeakyReLU,),
-    "gelu": (nn.GELU,),
-    "silu": (nn.SiLU,),
-    "elu": (nn.ELU,),
-    "softplus": (nn.Softplus,),
-}
+from .nn_kinds import SWAPPABLE_ACTIVATIONS
+
+#: activation name -> module types swapped (exact type match); see :mod:`lcnn_audit.nn_kinds`
+ACTIVATION_MODULES: dict[str, tuple[type[nn.Module], ...]] = SWAPPABLE_ACTIVATIONS
 ACTIVATION_FUNCTIONS: dict[str, tuple] = {
     "relu": (F.relu, torch.relu, F.relu_, torch.relu_),
     "relu6": (F.relu6,),

@@ -66,7 +66,6 @@ def _run_app(signal) -> int:
         signal.signal(signal.SIGTERM, on_sigterm)
         import typer
 
-        from ..distributed import init_from_env, shutdown
         from ._app import app
         from .common import err_console, styled
 
@@ -74,6 +73,10 @@ def _run_app(signal) -> int:
         if len(sys.argv) > 1 and not {"-h", "--help", "--version"} & set(sys.argv[1:]):
             import torch  # noqa: F401  (every command needs them; a help screen does not)
             import torchvision  # noqa: F401
+
+            from ..distributed import init_from_env, shutdown
+        else:  # a help screen or the version: no torch, no process group
+            init_from_env = shutdown = _no_process_group
     except KeyboardInterrupt:  # raised by an import itself (as the tests simulate)
         return interrupted()
     finally:
@@ -96,6 +99,10 @@ def _run_app(signal) -> int:
         return interrupted()
     rc = rc if isinstance(rc, int) else 0
     return 143 if rc == 130 and terminated else rc
+
+
+def _no_process_group() -> None:
+    """Stands in for :mod:`lcnn_audit.distributed` set-up and teardown when only help is printed."""
 
 
 def _click_exceptions():

@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LcnnAuditError, UsageError
-from ..rng import check_seed
 from .progress import configure_logging, progress_display
 from .width import print_wide
 
@@ -317,6 +316,8 @@ def command_options(*groups: str):
                 if "output" in groups:
                     ctx.check_outputs()  # the command checks its own outputs with these again
                 if "seed" in ctx.opts:
+                    from ..rng import check_seed  # torch: imported by the command, not by its help
+
                     check_seed(ctx.opts["seed"])
                 set_threads(ctx.opts.get("threads"))
                 with cli_warnings():

@@ -6,7 +6,14 @@ from typing import Annotated
 import typer
 
 from . import app
+from .attack import render_attack
 from .common import THREADS, VERBOSE_HELP, Ctx, console, handle_errors, set_threads, styled
+from .curvature import render_curvature
+from .robustness import render_discrepancy, render_grad_robustness
+
+#: how each step of :data:`lcnn_audit.demo.DEMO_STEPS` is shown (the library computes, the CLI renders)
+RENDERERS = {"curvature": render_curvature, "grad_robustness": render_grad_robustness,
+             "discrepancy": render_discrepancy, "attack": render_attack}
 
 
 @app.command()
@@ -28,6 +35,6 @@ def demo(
     for step in DEMO_STEPS:
         with ctx.progress(step.title) as bar:
             result, path = run_demo(step, out, n=n, progress=bar)
-        step.render(ctx, result)
+        RENDERERS[step.name](ctx, result)
         console.print(styled("[bold]{}[/]: wrote {}", step.title, path), markup=True)
     console.print(f"demo results are in {out.resolve()}")

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..io import read_json
 from ..results import AuditResult
 
 AUDITS = ("curvature", "attack", "grad_robustness", "discrepancy", "bound")
@@ -134,24 +132,6 @@ def metric_value(results: Mapping[str, AuditResult], metric: str) -> tuple[Any, 
     if audit not in results:
         raise UsageError(f"no {audit} result to read {metric} from")
     return resolve_metric(results[audit].summary, rest)
-
-
-def read_baseline(path: Path) -> AuditResult | dict:
-    """A baseline file: an audit result, or a gate verdict (as its dict). Raises UsageError."""
-    d = read_json(path, "baseline file")
-    if isinstance(d, dict) and d.get("kind") == VERDICT_KIND:
-        from .verdict import Verdict
-
-        try:
-            Verdict.from_dict(d)  # every field checked before a check reads one
-        except UsageError as err:
-            raise UsageError(f"baseline {path.name} is not a valid gate verdict: {err}") from None
-        return d
-    try:
-        return AuditResult.from_dict(d if isinstance(d, dict) else {})
-    except UsageError:
-        raise UsageError(f"baseline {path.name} is neither an lcnn-audit result nor a gate verdict "
-                         "(gate --json)") from None
 
 
 def baseline_metric(base: AuditResult | dict, metric: str) -> Any:

@@ -18,8 +18,9 @@ from ..data import DATASETS
 from ..errors import ConfigError, UsageError
 from ..geometry.measures import CurvatureOptions
 from ..geometry.robustness import GradRobustnessOptions
-from .metrics import AUDITS, audit_name, baseline_metric, number, read_baseline
+from .metrics import AUDITS, audit_name, baseline_metric, number
 from .schema import MAX_POLICY_BYTES, check_expansion, coerce, describe, join, line_map, yaml_words
+from .verdict import read_baseline
 
 BOUNDS = ("max", "min", "equals")
 BASELINE = "baseline"

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import UsageError
-from ..io import write_json
+from ..io import read_json, write_json
 from ..results import AuditResult
 from .metrics import VERDICT_KIND, metric_value
 
@@ -276,3 +276,19 @@ def _show(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def read_baseline(path: Path) -> AuditResult | dict:
+    """A baseline file: an audit result, or a gate verdict (as its dict). Raises UsageError."""
+    d = read_json(path, "baseline file")
+    if isinstance(d, dict) and d.get("kind") == VERDICT_KIND:
+        try:
+            Verdict.from_dict(d)  # every field checked before a check reads one
+        except UsageError as err:
+            raise UsageError(f"baseline {path.name} is not a valid gate verdict: {err}") from None
+        return d
+    try:
+        return AuditResult.from_dict(d if isinstance(d, dict) else {})
+    except UsageError:
+        raise UsageError(f"baseline {path.name} is neither an lcnn-audit result nor a gate verdict "
+                         "(gate --json)") from None

@@ -18,16 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..nn_kinds import MAX_POOLS, NONLINEAR, PIECEWISE_LINEAR, RELU_FAMILY
 from .jacobian import jacobian_measures
 
-#: Leaf modules under which a network stays piecewise linear in its input.
-PIECEWISE_LINEAR = (
-    nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.Hardtanh, nn.Hardsigmoid, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Flatten, nn.Unflatten,
-    nn.Dropout, nn.Dropout2d, nn.Identity, nn.ZeroPad2d, nn.ConstantPad2d,
-)
+_NOT_PIECEWISE_LINEAR = tuple(t for t in NONLINEAR if t not in PIECEWISE_LINEAR)
 
 
 def is_piecewise_linear(model: nn.Module) -> bool:
@@ -40,17 +34,21 @@ def is_piecewise_linear(model: nn.Module) -> bool:
     for name, m in model.named_modules():
         if ".parametrizations." in f".{name}.":
             continue  # weight transforms (e.g. spectral norm) act on parameters, not on the input
+        if isinstance(m, _NOT_PIECEWISE_LINEAR):
+            return False  # also when it has children (MultiheadAttention holds a Linear)
         if len(list(m.children())) == 0 and not isinstance(m, (*PIECEWISE_LINEAR, Normalize)):
             return False
     return True
 
 
 def has_maxpool(model: nn.Module) -> bool:
-    return any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)) for m in model.modules())
+    """Whether any module is a max-pool (:data:`lcnn_audit.nn_kinds.MAX_POOLS`)."""
+    return any(isinstance(m, MAX_POOLS) for m in model.modules())
 
 
 def has_relu(model: nn.Module) -> bool:
-    return any(isinstance(m, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.PReLU)) for m in model.modules())
+    """Whether any module is in :data:`lcnn_audit.nn_kinds.RELU_FAMILY`."""
+    return any(isinstance(m, RELU_FAMILY) for m in model.modules())
 
 
 @dataclass
