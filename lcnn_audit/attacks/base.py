@@ -86,14 +86,14 @@ def project(x: torch.Tensor, delta: torch.Tensor, norm: str, eps: float, branchl
     if bool(inside.all()):
         return full
     rows = (~inside).nonzero().squeeze(1)
-    out = full.clone()
-    v, lo_r, hi_r = delta[rows].flatten(1), lo[rows].flatten(1), hi[rows].flatten(1)
-    proj, done = _l2_box_fixed_point(v, lo_r, hi_r, eps, iters=None)
+    v, x_r = delta[rows], x[rows].flatten(1)
+    lo_r, hi_r = -x_r, 1.0 - x_r  # the same values as lo[rows], hi[rows], from one gather
+    proj, done = _l2_box_fixed_point(v.flatten(1), lo_r, hi_r, eps, iters=None)
     if not bool(done.all()):  # rounding made the iteration creep: the sorted closed form settles it
         left = (~done).nonzero().squeeze(1)
-        proj[left] = _l2_box_path(v[left], lo_r[left], hi_r[left], eps)
-    out[rows] = proj.view_as(delta[rows])
-    return out
+        proj[left] = _l2_box_path(v.flatten(1)[left], lo_r[left], hi_r[left], eps)
+    full[rows] = proj.view_as(v)  # full is this call's own tensor: fill its outside rows in place
+    return full
 
 
 #: Iterations of :func:`_l2_box_fixed_point` in branchless mode (4 settle the demo data exactly).
@@ -199,7 +199,7 @@ def input_gradient(model, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", eo
     g_sum = logit_sum = loss_sum = None
     for _ in range(max(int(eot), 1)):
         with torch.enable_grad():
-            xg = x.detach().clone().requires_grad_(True)
+            xg = x.detach().requires_grad_(True)  # a new leaf on x's storage: no copy per step
             logits = model(xg)
             per = per_sample_loss(logits, y, loss)
             if per.requires_grad:
