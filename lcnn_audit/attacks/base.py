@@ -199,7 +199,7 @@ def input_gradient(model, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", eo
     g_sum = logit_sum = loss_sum = None
     for _ in range(max(int(eot), 1)):
         with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)  # a new leaf on x's storage: no copy per step
+            xg = x.detach().clone().requires_grad_(True)
             logits = model(xg)
             per = per_sample_loss(logits, y, loss)
             if per.requires_grad:
