@@ -4,25 +4,42 @@ Not a test: prints same-run ratios. The per-step cost of ``lcnn_audit.attacks.PG
 API only) is the slope between a run with ``--steps-hi`` and one with ``--steps-lo`` steps,
 (t_hi − t_lo)/(hi − lo), which cancels the fixed costs (random start, the final evaluation,
 bookkeeping). The reference is the pass every PGD step needs: the input gradient of the
-per-sample cross-entropy (forward + backward to the input). Runs are interleaved (lo, hi,
-fb, lo, hi, fb, ...) for ``--reps`` rounds and the ratio is the median over rounds, so load
-from other processes on a shared CPU hits both sides alike.
+per-sample cross-entropy (forward + backward to the input). Both step rules are timed: the
+fixed step ``2.5·eps/steps`` and the default APGD rule (two projections and momentum per
+step). Runs are interleaved (lo, hi, fb, lo, hi, fb, ...) for ``--reps`` rounds and the
+ratio is the median over rounds, so load from other processes on a shared CPU hits both
+sides alike. On a CPU the clock is process CPU time (with one thread: the work done, which
+other jobs inflate far less than wall time); on a GPU, wall time between synchronisations.
 
-    python benchmarks/pgd_step.py [--threads 1] [--device cpu] [--models demo,resnet18] [--json out.json]
+The demo CNN runs on the bundled demo test images (real pixels at 0 make the L2 box+ball
+projection do its work), ResNet-18 on uniform noise. ``linear`` (a 784→10 linear layer on the
+demo images) makes the forward+backward nearly free, so its per-step time minus its
+forward+backward is the step's own bookkeeping (projection, best-iterate tracking, APGD's
+momentum), to be read against the demo CNN's forward+backward. ``--baseline DIR`` also times another
+version of the package (``DIR/lcnn_audit``) in the same rounds, for a same-run before/after.
+
+    python benchmarks/pgd_step.py [--threads 1] [--device cpu] [--models demo,resnet18] [--rules fixed,apgd]
+                                  [--demo-batch 128] [--baseline DIR] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
+import os
+import pathlib
 import platform
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
 from lcnn_audit.attacks import PGD
+from lcnn_audit.data import load_data
 from lcnn_audit.loading import load_model
 
 
@@ -32,18 +49,25 @@ def sync(dev):
 
 
 def timed(fn, dev) -> float:
+    clock = time.process_time if dev.type == "cpu" else time.perf_counter
     sync(dev)
-    t = time.perf_counter()
+    t = clock()
     fn()
     sync(dev)
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def model_and_batch(kind: str, dev, batch: int):
     g = torch.Generator().manual_seed(0)
-    if kind == "demo":
+    if kind in ("demo", "linear"):
         model = load_model("demo").to(dev).eval()
-        x = torch.rand(batch, 1, 28, 28, generator=g)
+        if kind == "linear":  # a near-free model on the same images: what is left is the step's bookkeeping
+            torch.manual_seed(0)
+            model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).to(dev).eval()
+        x, y = load_data("demo", n=batch, split="test").tensors()  # real images: pixels at 0 bind the box
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, x.to(dev), y.to(dev)
     else:
         import torchvision
 
@@ -56,7 +80,9 @@ def model_and_batch(kind: str, dev, batch: int):
     return model, x.to(dev), y.to(dev)
 
 
-def bench(kind: str, norm: str, eps: float, dev, batch: int, lo: int, hi: int, reps: int) -> dict:
+def bench(kind: str, norm: str, eps: float, dev, batch: int, lo: int, hi: int, reps: int, rule: str = "fixed",
+          baseline=None) -> dict:
+    """One row; ``baseline`` (another version's PGD class) is timed in the same rounds, for a before/after."""
     model, x, y = model_and_batch(kind, dev, batch)
     index = torch.arange(batch, device=dev)
 
@@ -65,29 +91,60 @@ def bench(kind: str, norm: str, eps: float, dev, batch: int, lo: int, hi: int, r
         loss = F.cross_entropy(model(xr), y, reduction="none")
         torch.autograd.grad(loss.sum(), xr)
 
-    # the same step size for both runs, so only the number of steps differs
-    step = 2.5 * eps / hi
-    run = {s: (lambda s=s: PGD(norm, eps, steps=s, step_size=step, seed=0)(model, x, y, index)) for s in (lo, hi)}
-    for f in (run[lo], run[hi], fwd_bwd):  # warm-up
+    # fixed rule: the same step size for both runs, so only the number of steps differs
+    kw = {"step_size": 2.5 * eps / hi} if rule == "fixed" else {"step_rule": "apgd"}
+    versions = {"new": PGD} if baseline is None else {"new": PGD, "baseline": baseline}
+    runs = {(v, s): (lambda cls=cls, s=s: cls(norm, eps, steps=s, seed=0, **kw)(model, x, y, index))
+            for v, cls in versions.items() for s in (lo, hi)}
+    for f in (*runs.values(), fwd_bwd):  # warm-up
         f()
-    t_lo, t_hi, t_fb = [], [], []
-    for _ in range(reps):
-        t_lo.append(timed(run[lo], dev))
-        t_hi.append(timed(run[hi], dev))
-        t_fb.append(timed(fwd_bwd, dev))
-    per_step = [(h - low) / (hi - lo) for low, h in zip(t_lo, t_hi, strict=True)]
-    ratios = [p / f for p, f in zip(per_step, t_fb, strict=True)]
-    return {"model": kind, "norm": norm, "eps": eps, "batch": batch, "steps": [lo, hi],
-            "per_step_s": statistics.median(per_step), "forward_backward_s": statistics.median(t_fb),
-            "step_over_fb": statistics.median(ratios), "ratios": ratios}
+    times = {key: [] for key in (*runs, "fb")}
+    for _ in range(reps):  # one round: every version's lo and hi runs, then the reference pass
+        for key, fn in runs.items():
+            times[key].append(timed(fn, dev))
+        times["fb"].append(timed(fwd_bwd, dev))
+    per_step = {v: [(h - low) / (hi - lo) for low, h in zip(times[v, lo], times[v, hi], strict=True)]
+                for v in versions}
+    ratios = [p / f for p, f in zip(per_step["new"], times["fb"], strict=True)]
+    row = {"model": kind, "norm": norm, "rule": rule, "eps": eps, "batch": batch, "steps": [lo, hi],
+           "per_step_s": statistics.median(per_step["new"]), "forward_backward_s": statistics.median(times["fb"]),
+           "step_over_fb": statistics.median(ratios), "ratios": ratios}
+    if baseline is not None:
+        base = [p / f for p, f in zip(per_step["baseline"], times["fb"], strict=True)]
+        row.update(baseline_per_step_s=statistics.median(per_step["baseline"]),
+                   baseline_step_over_fb=statistics.median(base),
+                   new_over_baseline=statistics.median(n / b for n, b in zip(per_step["new"], per_step["baseline"],
+                                                                              strict=True)))
+    return row
+
+
+def load_baseline(path: str):
+    """The PGD class of another version: ``path`` holds its ``lcnn_audit/`` (e.g. from
+    ``git archive <commit> lcnn_audit | tar -x -C path``), imported as ``lcnn_audit_baseline``."""
+    root = pathlib.Path(path) / "lcnn_audit"
+    spec = importlib.util.spec_from_file_location("lcnn_audit_baseline", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("lcnn_audit_baseline.attacks").PGD
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| model | norm | batch | forward+backward | PGD per step | step / (forward+backward) |",
-           "|---|---|---:|---:|---:|---:|"]
+    has_base = "baseline_step_over_fb" in rows[0]
+    head = "| model | norm | step rule | batch | forward+backward | PGD per step | step / (forward+backward) |"
+    rule = "|---|---|---|---:|---:|---:|---:|"
+    if has_base:
+        head += " baseline step / (forward+backward) | new / baseline |"
+        rule += "---:|---:|"
+    out = [head, rule]
     for r in rows:
-        out.append(f"| {r['model']} | {r['norm']} | {r['batch']} | {r['forward_backward_s'] * 1e3:.1f} ms | "
-                   f"{r['per_step_s'] * 1e3:.1f} ms | **{r['step_over_fb']:.2f}** |")
+        line = (f"| {r['model']} | {r['norm']} | {r['rule']} | {r['batch']} | "
+                f"{r['forward_backward_s'] * 1e3:.1f} ms | {r['per_step_s'] * 1e3:.1f} ms | "
+                f"**{r['step_over_fb']:.2f}** |")
+        if has_base:
+            line += f" {r['baseline_step_over_fb']:.2f} | {r['new_over_baseline']:.3f} |"
+        out.append(line)
     return "\n".join(out)
 
 
@@ -99,17 +156,24 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--steps-lo", type=int, default=2)
     ap.add_argument("--steps-hi", type=int, default=10)
+    ap.add_argument("--rules", default="fixed,apgd")
+    ap.add_argument("--demo-batch", type=int, default=128)
+    ap.add_argument("--baseline", help="a directory holding another version's lcnn_audit/, timed in the same rounds")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
+    baseline = load_baseline(args.baseline) if args.baseline else None
     rows = []
     for kind in args.models.split(","):
-        batch = 128 if kind == "demo" else 32
+        batch = args.demo_batch if kind in ("demo", "linear") else 32
         for norm, eps in (("l2", 0.5), ("linf", 8 / 255)):
-            rows.append(bench(kind, norm, eps, dev, batch, args.steps_lo, args.steps_hi, args.reps))
+            for rule in args.rules.split(","):
+                rows.append(bench(kind, norm, eps, dev, batch, args.steps_lo, args.steps_hi, args.reps, rule,
+                                  baseline))
     report = {"machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, "device": str(dev)}, "results": rows}
+                          "torch": torch.__version__, "device": str(dev), "load_average": os.getloadavg()},
+              "results": rows}
     print(json.dumps(report, indent=2))
     print(markdown(rows))
     if args.json:

@@ -86,14 +86,14 @@ def project(x: torch.Tensor, delta: torch.Tensor, norm: str, eps: float, branchl
     if bool(inside.all()):
         return full
     rows = (~inside).nonzero().squeeze(1)
-    out = full.clone()
-    v, lo_r, hi_r = delta[rows].flatten(1), lo[rows].flatten(1), hi[rows].flatten(1)
-    proj, done = _l2_box_fixed_point(v, lo_r, hi_r, eps, iters=None)
+    v, x_r = delta[rows], x[rows].flatten(1)
+    lo_r, hi_r = -x_r, 1.0 - x_r  # the same values as lo[rows], hi[rows], from one gather
+    proj, done = _l2_box_fixed_point(v.flatten(1), lo_r, hi_r, eps, iters=None)
     if not bool(done.all()):  # rounding made the iteration creep: the sorted closed form settles it
         left = (~done).nonzero().squeeze(1)
-        proj[left] = _l2_box_path(v[left], lo_r[left], hi_r[left], eps)
-    out[rows] = proj.view_as(delta[rows])
-    return out
+        proj[left] = _l2_box_path(v.flatten(1)[left], lo_r[left], hi_r[left], eps)
+    full[rows] = proj.view_as(v)  # full is this call's own tensor: fill its outside rows in place
+    return full
 
 
 #: Iterations of :func:`_l2_box_fixed_point` in branchless mode (4 settle the demo data exactly).
@@ -104,34 +104,45 @@ _FIXED_POINT_MAX = 64
 def _l2_box_fixed_point(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float, iters: int | None):
     """Rows (N, d) of ``clip(t·v, lo, hi)`` with ``‖·‖₂ = eps``, by the monotone fixed point
     ``t ← sqrt((eps² − C(t)) / F(t))`` (C: Σ bound² of the coordinates clipped at t; F: Σ v²
-    of the free ones), from the ball projection ``t₀ = eps/‖v‖``.
+    of the free ones), from the ball projection ``t₀ = eps/‖v‖``. The box is the unit box
+    about x (``lo = −x``, ``hi = 1 − x``, so ``hi = lo + 1`` exactly in floating point).
 
     Each iterate stays ≤ the solution t* (for t ≥ t_k the piece at t_k over-estimates the
     norm), so the sequence rises monotonically and is exact once the clipped set stops
-    changing, after at most d iterations and in practice 3-5; its cost is a few elementwise
-    passes, against the O(d log d) sort of :func:`_l2_box_path`. ``iters=None`` iterates to
-    convergence and returns ``(rows, converged)``; an int runs exactly that many iterations
-    without reading back to the host and returns the rows, admissible (‖·‖ ≤ eps) even if
-    not yet exact. The last solve for t is in float64.
+    changing, after at most d iterations and in practice 1-3; its cost is a few elementwise
+    passes, against the O(d log d) sort of :func:`_l2_box_path`. The sets are nested, so
+    "unchanged" is "as many clipped coordinates as before": the confirming pass is one
+    comparison and a count. When the ball projection already lies in the box, nothing is
+    clipped at t₀ and that first count settles it. Sums are float64 (squares exact).
+    ``iters=None`` iterates to convergence and returns ``(rows, converged)``; an int runs
+    exactly that many iterations without reading back to the host and returns the rows,
+    admissible (‖·‖ ≤ eps) even if not yet exact.
     """
-    bound = torch.where(v > 0, hi, lo)
-    safe_v = torch.where(v == 0, torch.ones_like(v), v)
-    brk = torch.where(v == 0, torch.full_like(v, float("inf")), bound / safe_v)  # t at which i is clipped
-    vv, b2 = v.double().pow(2), bound.double().pow(2)
-    total = vv.sum(dim=1, keepdim=True)
+    bound = lo + (v >= 0).to(v.dtype)  # the bound coordinate i runs into as t grows: hi or lo
+    brk = bound / v  # t at which i is clipped, ≥ 0; +inf or NaN (never clipped) where v = 0
+    w = torch.empty(v.shape[0], 2, v.shape[1], dtype=torch.float64, device=v.device)
+    for row, src in ((w[:, 0], bound), (w[:, 1], v)):
+        row.copy_(src)
+        row.mul_(row)
+    total = w[:, 1].sum(dim=1)
     t = eps / total.sqrt().clamp_min(1e-300)
-    done = torch.zeros(v.shape[0], 1, dtype=torch.bool, device=v.device)
+    count = done = None
     for _ in range(iters if iters is not None else _FIXED_POINT_MAX):
-        clipped = brk.double() <= t
-        c = torch.where(clipped, b2, 0.0).sum(dim=1, keepdim=True)
-        f = total - torch.where(clipped, vv, 0.0).sum(dim=1, keepdim=True)
-        t_new = torch.maximum(t, ((eps**2 - c).clamp_min(0) / f.clamp_min(1e-300)).sqrt())
-        done = t_new == t
-        t = t_new
-        if iters is None and bool(done.all()):
-            break
-    proj = project_ball(torch.maximum(torch.minimum(v * t.to(v.dtype), hi), lo), "l2", eps)
-    return proj if iters is not None else (proj, done.squeeze(1))
+        clipped = brk <= t.to(v.dtype).unsqueeze(1)
+        if iters is None:
+            n_clipped = clipped.sum(dim=1)
+            if count is not None:
+                done = n_clipped == count
+                if bool(done.all()):
+                    break
+            count = n_clipped
+        c, u = torch.bmm(w, clipped.to(w.dtype).unsqueeze(2)).squeeze(2).unbind(1)
+        t = torch.maximum(t, ((eps**2 - c).clamp_min(0) / (total - u).clamp_min(1e-300)).sqrt())
+    else:
+        if iters is None:
+            done = (brk <= t.to(v.dtype).unsqueeze(1)).sum(dim=1) == count
+    proj = project_ball(torch.maximum(torch.minimum(v * t.to(v.dtype).unsqueeze(1), hi), lo), "l2", eps)
+    return proj if iters is not None else (proj, done)
 
 
 def _l2_box_path(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float) -> torch.Tensor:
