@@ -74,6 +74,14 @@ def apgd_checkpoints(steps: int) -> set[int]:
     return out
 
 
+def keep_best(x, adv, loss, bx, badv, bloss):
+    """The best iterate so far per sample (Madry et al. 2018 report the last; we keep the best):
+    a misclassified iterate beats a correct one, then the higher loss wins."""
+    better = (adv & ~badv) | ((adv == badv) & (loss > bloss))
+    view = (-1, *([1] * (x.ndim - 1)))
+    return torch.where(better.view(view), x, bx), torch.where(better, adv, badv), torch.where(better, loss, bloss)
+
+
 @dataclass
 class PGDOutput:
     x_adv: torch.Tensor
@@ -199,7 +207,6 @@ class PGD:
                          restart_adversarial=per_restart)
 
     def _restart(self, model, xs, ys, delta, keep_trace=False):
-        view = (-1, *([1] * (xs.ndim - 1)))
         bx = xs.clone()
         badv = torch.zeros(xs.shape[0], dtype=torch.bool, device=xs.device)
         bloss = torch.full((xs.shape[0],), float("-inf"), device=xs.device)
@@ -208,23 +215,24 @@ class PGD:
         branchless = xs.device.type != "cpu"  # host reads cost nothing on a CPU, and the exact branch is cheaper
         for t in range(self.steps + 1):
             cur = (xs + delta).clamp_(0.0, 1.0)
-            if t < self.steps:
-                g, logits, loss = input_gradient(model, cur, ys, self.loss, eot=self.eot)
-            else:
-                logits, loss = evaluate(model, cur, ys, self.loss, eot=self.eot)
-            adv = logits.argmax(dim=1) != ys
-            loss = torch.nan_to_num(loss.float(), nan=float("-inf"))
+            g, adv, loss = self._step_eval(model, cur, ys, t < self.steps)
             if keep_trace:
                 trace.append(loss)
-            better = (adv & ~badv) | ((adv == badv) & (loss > bloss))
-            bx = torch.where(better.view(view), cur, bx)
-            badv = torch.where(better, adv, badv)
-            bloss = torch.where(better, loss, bloss)
+            bx, badv, bloss = keep_best(cur, adv, loss, bx, badv, bloss)
             path |= adv
             if t < self.steps:
                 delta = project(xs, delta + self.step_size * ascent_direction(g, self.norm), self.norm, self.eps,
                                 branchless=branchless)
         return bx, badv, bloss, path, (torch.stack(trace, dim=1) if keep_trace else None)
+
+    def _step_eval(self, model, x, ys, need_grad: bool):
+        """Loss (NaN read as -inf), misclassification and, unless it is the last step, the input
+        gradient at the iterate ``x``: one forward (and backward) serves all three."""
+        if need_grad:
+            g, logits, loss = input_gradient(model, x, ys, self.loss, eot=self.eot)
+        else:
+            g, (logits, loss) = None, evaluate(model, x, ys, self.loss, eot=self.eot)
+        return g, logits.argmax(dim=1) != ys, torch.nan_to_num(loss.float(), nan=float("-inf"))
 
     def _restart_apgd(self, model, xs, ys, delta, keep_trace=False):
         """One restart under APGD's step rule (Croce & Hein 2020, Alg. 1), same bookkeeping as :meth:`_restart`."""
@@ -255,18 +263,10 @@ class PGD:
             else:
                 nxt = xs + proj(cur - xs + APGD_ALPHA * (z - cur) + (1 - APGD_ALPHA) * (cur - prev))
             nxt = nxt.clamp_(0.0, 1.0)
-            if k + 1 < self.steps:
-                g, logits, loss = input_gradient(model, nxt, ys, self.loss, eot=self.eot)
-            else:
-                logits, loss = evaluate(model, nxt, ys, self.loss, eot=self.eot)
-            loss = torch.nan_to_num(loss.float(), nan=float("-inf"))
-            adv = logits.argmax(dim=1) != ys
+            g, adv, loss = self._step_eval(model, nxt, ys, k + 1 < self.steps)
             if keep_trace:
                 trace.append(loss)
-            better = (adv & ~badv) | ((adv == badv) & (loss > bloss))
-            bx = torch.where(better.view(view), nxt, bx)
-            badv = torch.where(better, adv, badv)
-            bloss = torch.where(better, loss, bloss)
+            bx, badv, bloss = keep_best(nxt, adv, loss, bx, badv, bloss)
             path |= adv
             successes += (loss > f_cur).float()
             improved = loss > f_max
