@@ -34,7 +34,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from curvature import bench_batched_vs_loop, bench_hvp_ratio, softplus_cnn  # noqa: E402
+from curvature import bench_batched_vs_loop, bench_hvp_ratio, softplus_cnn, sync  # noqa: E402
+from curvature import timeit as timed  # noqa: E402
 
 from lcnn_audit.attacks import PGD  # noqa: E402
 from lcnn_audit.data import load_data  # noqa: E402
@@ -44,22 +45,6 @@ from lcnn_audit.loading import load_model  # noqa: E402
 
 FIELDS = ("grad_norm", "hessian_norm", "curvature")
 TOLERANCE = {"gauss-newton": 1e-4, "lanczos": 2e-3}
-
-
-def sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, dev, reps=1, warmup=1) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(dev)
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    sync(dev)
-    return (time.perf_counter() - t) / reps
 
 
 def geometry(model, x, y, opts, dtype="float32"):

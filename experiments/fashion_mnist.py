@@ -54,11 +54,14 @@ from lcnn_audit.convert import ConvertOptions, convert_checkpoint
 from lcnn_audit.data import load_data
 from lcnn_audit.geometry import CurvatureOptions
 from lcnn_audit.geometry.robustness import GradRobustnessOptions, discrepancy, grad_robustness
-from lcnn_audit.io import write_json, write_text, write_with
+from lcnn_audit.io import write_json, write_text
 from lcnn_audit.loading import load_model
 from lcnn_audit.penalties import PenaltyConfig
 from lcnn_audit.results import environment
 from lcnn_audit.training import AdversarialTraining, TrainConfig, evaluate, init_model, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments/ (figures.py)
+from figures import fig2_plot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LCNN = {"lambda_beta": 1e-4, "lambda_gamma": 1e-5}  # arXiv appendix E
@@ -379,27 +382,11 @@ def report(args, results: dict[str, dict], figure: Path | None, env: dict, wall:
 def robustness_figure(results: dict[str, dict], path: Path) -> Path:
     """Fig. 2 for every model: measured mean relative gradient change (solid) and Proposition 1's
     quadratic approximation r·E[C_f] (dashed), log-log, legend outside the axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for k, a in enumerate(results.values()):
-        curves = a["grad_robustness"]["curves"]
-        r = [c["radius"] for c in curves]
-        ax.plot(r, [c["mean"] for c in curves], "o-", color=f"C{k}", label=a["label"])
-        ax.plot(r, [c["quadratic"] for c in curves], "--", color=f"C{k}", lw=1, alpha=0.7)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("noise norm ‖ε‖₂")
-    ax.set_ylabel("‖∇f(x+ε) − ∇f(x)‖ / ‖∇f(x)‖")
-    ax.set_title("Fashion-MNIST gradient robustness (solid: measured mean; dashed: r·E[C_f])", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    out = write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
-    return out
+    curves = []
+    for a in results.values():
+        c = a["grad_robustness"]["curves"]
+        curves.append((a["label"], [x["radius"] for x in c], [x["mean"] for x in c], [x["quadratic"] for x in c], "o"))
+    return fig2_plot(curves, "Fashion-MNIST gradient robustness (solid: measured mean; dashed: r·E[C_f])", path, 120)
 
 
 def main(argv=None) -> int:

@@ -47,11 +47,14 @@ from lcnn_audit.attacks.stats import clopper_pearson
 from lcnn_audit.data import load_data
 from lcnn_audit.geometry import CurvatureOptions
 from lcnn_audit.geometry.robustness import GradRobustnessOptions, discrepancy, grad_robustness
-from lcnn_audit.io import write_json, write_text, write_with
+from lcnn_audit.io import write_json, write_text
 from lcnn_audit.loading import load_model, save_model, unwrap
 from lcnn_audit.penalties import PenaltyConfig
 from lcnn_audit.results import environment
 from lcnn_audit.training import AdversarialTraining, TrainConfig, evaluate, init_model, output_recipe, subset, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments/ (figures.py)
+from figures import fig2_plot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -750,26 +753,9 @@ def report(args, R, wall: float) -> tuple[str, dict]:
 
 
 def robustness_figure(fig2: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for k, (name, c) in enumerate(fig2.items()):
-        style = "o-" if not name.endswith("_avg") else "s-"
-        ax.plot(c["radii"], c["mean"], style, color=f"C{k}", label=label(name))
-        ax.plot(c["radii"], c["quadratic"], "--", color=f"C{k}", lw=1, alpha=0.7)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("noise norm ‖ε‖₂")
-    ax.set_ylabel("‖∇f(x+ε) − ∇f(x)‖ / ‖∇f(x)‖")
-    ax.set_title("Overfit Fashion-MNIST models (solid: measured mean; dashed: r·E[C_f])", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    out = write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
-    return out
+    curves = [(label(name), c["radii"], c["mean"], c["quadratic"], "s" if name.endswith("_avg") else "o")
+              for name, c in fig2.items()]
+    return fig2_plot(curves, "Overfit Fashion-MNIST models (solid: measured mean; dashed: r·E[C_f])", path, 110)
 
 
 def main(argv=None) -> int:
