@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,17 +37,12 @@ import torch
 from lcnn_audit import load_data, load_model
 from lcnn_audit.attacks import FGSM, PGD, CarliniWagnerL2, DeepFool
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from attacks import describe_device  # noqa: E402  (benchmarks/attacks.py)
+
 
 def describe_machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch thread(s), "
-            f"torch {torch.__version__}")
+    return f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}"
 
 
 def timed(fn, repeats: int = 2):
