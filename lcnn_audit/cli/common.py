@@ -267,8 +267,12 @@ def _is_main_rank() -> bool:
 
 
 def fail(err: LcnnAuditError) -> None:
-    """Print a one-line error and exit with the error's code."""
-    msg = " ".join(str(err).split())
+    """Print a one-line error and exit with the error's code. Option problems name their
+    fields as flags (``max_iter`` -> ``--max-iter``)."""
+    from ..options import OptionsError, flag_label
+
+    text = err.render(flag_label) if isinstance(err, OptionsError) else str(err)
+    msg = " ".join(text.split())
     err_console.print(styled("[bold red]error:[/] {}", msg), soft_wrap=True, markup=True)
     raise typer.Exit(err.exit_code)
 
