@@ -48,7 +48,7 @@ def models(run: Path | None):
         m = init_model("small_cnn", {"width": 8, "act": "softplus", "beta": 1000.0}, normalize="fashion-mnist",
                        dataset="fashion-mnist", convert=convert, input_shape=data.input_shape)
         train(m, data, None, TrainConfig(epochs=20, batch_size=64, augment="none", curvature_n=0,
-                                         penalties=PenaltyConfig(**pen)))
+                                         penalties=PenaltyConfig(**pen)), from_scratch=True)
         out[name] = m.eval()
     return out
 

@@ -96,7 +96,7 @@ def build(kind: str, dev, convert: bool):
 
 def variants(kind: str, dev):
     """name -> (model, optimizer, penalties, context factory)."""
-    cfg = TrainConfig()
+    cfg = TrainConfig(lr=0.1)
     std, shape = build(kind, dev, convert=False)
     lcnn, _ = build(kind, dev, convert=True)
     out = {}
@@ -164,7 +164,7 @@ def fashion_rows(dev, reps: int) -> dict:
     the convert → fine-tune recipe trains the LCNN model, so its step is the LCNN step."""
     from lcnn_audit.attacks import PGD
 
-    cfg = TrainConfig()
+    cfg = TrainConfig(lr=0.1)
     std, shape = build("small_cnn", dev, convert=False)
     lcnn, _ = build("small_cnn", dev, convert=True)
     recipes = {"Standard (softplus β=1000)": (std, {}), "LCNN": (lcnn, LCNN), "GradReg": (std, GRADREG),

@@ -61,6 +61,7 @@ from .layers.spectral import (
     spectral_norm_linear,
 )
 from .nn_kinds import NONLINEAR, swappable_types
+from .options import OptionsError, Problem, flag_label
 from .progress import new_phase
 from .surgery import ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, ACTIVATION_MODULES, replace_activations, trace
 
@@ -70,6 +71,17 @@ LCNN_TYPES = (CenteredSoftplus, LipschitzBatchNorm1d, LipschitzBatchNorm2d)
 
 
 # --------------------------------------------------------------------------- options and report
+
+
+def convert_flag(name: str) -> str:
+    """A :class:`ConvertOptions` field as its ``lcnn-audit convert`` flag (``beta_init`` ->
+    ``--beta-init``; ``activation_kinds`` -> ``--kinds``, ``n_power_iterations`` ->
+    ``--power-iterations``)."""
+    return CONVERT_FLAGS.get(name) or flag_label(name)
+
+
+CONVERT_FLAGS = {"activation_kinds": "--kinds", "n_power_iterations": "--power-iterations", "fold_into_bn": "--fold-bn",
+                 "use_fx": "--fx"}
 
 
 @dataclass(frozen=True)
@@ -89,26 +101,34 @@ class ConvertOptions:
     max_iter: int = DEFAULT_MAX_ITER
     use_fx: bool = True
 
-    def validate(self) -> None:
-        """Raise one :class:`UsageError` listing every invalid option."""
+    def problems(self) -> list[Problem]:
+        """Every invalid option, one :class:`~lcnn_audit.options.Problem` per field."""
         problems = []
         unknown = [k for k in self.activation_kinds if k not in ACTIVATION_MODULES]
         if unknown:
-            problems.append(f"unknown activation kind(s) {unknown}; use {', '.join(ACTIVATION_MODULES)}")
+            problems.append(Problem("activation_kinds", f"has unknown activation kind(s) {unknown}; use "
+                                                        f"{', '.join(ACTIVATION_MODULES)}"))
         if not (self.beta_init > 0 and self.beta_init < float("inf")):
-            problems.append(f"--beta-init must be a positive number, got {self.beta_init}")
+            problems.append(Problem("beta_init", f"must be a positive number, got {self.beta_init}"))
         if self.gamma_init is not None and not (1 < self.gamma_init < float("inf")):
-            problems.append(f"--gamma-init must be a number > 1 (γ = 1 + exp(raw)), got {self.gamma_init}")
+            problems.append(Problem("gamma_init", f"must be a number > 1 (γ = 1 + exp(raw)), got {self.gamma_init}"))
         if self.n_power_iterations < 0:
-            problems.append(f"--power-iterations must be >= 0, got {self.n_power_iterations}")
+            problems.append(Problem("n_power_iterations", f"must be >= 0, got {self.n_power_iterations}"))
         if not (0 < self.tol < 1):
-            problems.append(f"--tol must lie in (0, 1), got {self.tol}")
+            problems.append(Problem("tol", f"must lie in (0, 1), got {self.tol}"))
         if self.max_iter < 1:
-            problems.append(f"--max-iter must be >= 1, got {self.max_iter}")
+            problems.append(Problem("max_iter", f"must be >= 1, got {self.max_iter}"))
         if not (self.activations or self.batchnorm or self.conv or self.linear):
-            problems.append("every replacement is switched off; nothing to convert")
+            problems.append(Problem(None, "every replacement is switched off; nothing to convert"))
+        return problems
+
+    def validate(self) -> None:
+        """Raise one :class:`~lcnn_audit.options.OptionsError` listing every invalid option.
+        Its message spells the fields as the CLI flags of ``lcnn-audit convert``, as it always
+        did (``--beta-init must be ...``; ``err.render()`` gives Python names)."""
+        problems = self.problems()
         if problems:
-            raise UsageError("invalid conversion options: " + "; ".join(problems))
+            raise OptionsError(problems, label=convert_flag)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -56,6 +56,11 @@ class Problem:
         text = self.message.format_map(_Labels(label)) if "{" in self.message else self.message
         return f"{label(self.field)} {text}" if self.field else text
 
+    def __contains__(self, text: str) -> bool:
+        """``"finite" in problem``: a substring of :meth:`render` (Python names), as on the
+        plain-string problem lists this class replaced."""
+        return text in self.render()
+
 
 def render_problems(problems: Iterable[Problem], label: Label = key_label) -> str:
     return "; ".join(p.render(label) for p in problems)

@@ -36,6 +36,7 @@ from torch import nn
 from . import rng
 from .errors import ModelError
 from .geometry.objective import per_sample_objective
+from .options import Problem, validate
 
 # random-stream ids for the projection penalties (see lcnn_audit.rng)
 STREAM_JACOBIAN, STREAM_CROSS_LIPSCHITZ = 101, 102
@@ -240,20 +241,25 @@ class PenaltyConfig:
     cross_lipschitz: float = 0.0
     cross_lipschitz_probes: int = 1
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
+        """Every invalid weight or setting, one :class:`~lcnn_audit.options.Problem` per field."""
         out = []
         for name in ("lambda_beta", "lambda_gamma", "gradreg", "cure", "jacobian", "cross_lipschitz"):
             v = getattr(self, name)
             if not (v >= 0) or v == float("inf"):
-                out.append(f"penalty weight {name} must be a finite number >= 0, got {v}")
+                out.append(Problem(name, f"(a penalty weight) must be a finite number >= 0, got {v}"))
         if not (0 <= self.cure_h < float("inf")):
-            out.append(f"cure_h must be a finite number >= 0, got {self.cure_h}")
+            out.append(Problem("cure_h", f"must be a finite number >= 0, got {self.cure_h}"))
         if not (0 <= self.cure_h_warmup < float("inf")):
-            out.append(f"cure_h_warmup must be >= 0 epochs, got {self.cure_h_warmup}")
+            out.append(Problem("cure_h_warmup", f"must be a finite number >= 0 (epochs), got {self.cure_h_warmup}"))
         for name in ("jacobian_probes", "cross_lipschitz_probes"):
             if getattr(self, name) < 0:
-                out.append(f"{name} must be >= 0 (0 = exact), got {getattr(self, name)}")
+                out.append(Problem(name, f"must be >= 0 (0 = exact), got {getattr(self, name)}"))
         return out
+
+    def validate(self) -> None:
+        """Raise one :class:`~lcnn_audit.options.OptionsError` listing every problem."""
+        validate(self)
 
     def cure_h_at(self, epochs_done: float) -> float:
         """CURE's h after ``epochs_done`` (fractional) epochs: the linear warm-up schedule."""

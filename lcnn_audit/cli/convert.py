@@ -39,7 +39,8 @@ DataOpt = Annotated[str | None, _opt("--data", panel=D, help=(
     "gives the input size (one batch) and the clean accuracy before and after."))]
 DataRootOpt = Annotated[Path | None, _opt("--data-root", panel=D, help="Where named datasets live (default ./data).")]
 SplitOpt = Annotated[str, _opt("--split", panel=D, help="train or test.")]
-NOpt = Annotated[int | None, _opt("--n", panel=D, help="Use a seeded random subset of N samples (default: all).")]
+NOpt = Annotated[int | None, _opt("--n", "--num-samples", panel=D, help="Use a seeded random subset of N samples "
+                                                                      "(default: all).")]
 SeedOpt = Annotated[int, _opt("--seed", panel=D, help="Seed for the subset.")]
 BatchOpt = Annotated[int, _opt("--batch-size", panel=D, help="Samples per batch.", min=1)]
 DownloadOpt = Annotated[bool, _opt("--download", panel=D, help="Download a named dataset if missing.")]
@@ -50,13 +51,10 @@ ShapeOpt = Annotated[str | None, _opt("--input-shape", panel=D, help=(
 
 
 def check_model_path(path: Path, option: str) -> None:
-    """A model is written as safetensors with its recipe: refuse another extension (``out.pt``
-    would hold safetensors bytes that torch.load cannot read)."""
-    from ..errors import UsageError
+    """:func:`lcnn_audit.audits.convert.check_model_path`: models are written as safetensors."""
+    from ..audits.convert import check_model_path as check
 
-    if path.suffix.lower() != ".safetensors":
-        raise UsageError(f"{option} {path}: models are written as safetensors with their recipe; name the file "
-                         f"{path.with_suffix('.safetensors').name}")
+    check(path, option)
 
 
 def load_cli_data(data, data_root, split, n, seed, download, single_split=False):
@@ -116,14 +114,20 @@ def convert(
     are spectrally normalised (Srinivas et al., NeurIPS 2022, §3.3-3.4). Prints what was converted and what
     could not be, and the clean accuracy before and after with --data.
     """
-    from ..convert import ConvertOptions, convert_checkpoint
+    from ..audits.convert import convert as convert_command
+    from ..convert import ConvertOptions, convert_flag
+    from ..errors import UsageError
+    from ..options import OptionsError
     from ..surgery import ACTIVATION_MODULES
 
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else tuple(ACTIVATION_MODULES)
     opts = ConvertOptions(activations=activations, activation_kinds=kind_list, beta_init=beta_init,
                           batchnorm=batchnorm, gamma_init=gamma_init, conv=conv, linear=linear, fold_into_bn=fold_bn,
                           n_power_iterations=power_iterations, tol=tol, max_iter=max_iter, use_fx=fx)
-    opts.validate()
+    try:
+        opts.validate()
+    except OptionsError as err:  # the fields as this command's flags (--kinds, --power-iterations)
+        raise UsageError(err.render(convert_flag)) from None
     shape = parse_input_shape(input_shape)
     ctx.opts.update(device=device, data=data)
     check_model_path(output, "--output")
@@ -131,9 +135,8 @@ def convert(
     data_obj = load_cli_data(data, data_root, split, n, seed, download, single_split)
     model = ctx.load_model()
     with ctx.progress("convert") as bar:
-        _, result = convert_checkpoint(model, opts, output=output, input_shape=shape, data=data_obj,
-                                       batch_size=batch_size, progress=bar,
-                                       config={"checkpoint": ctx.checkpoint_path})
+        _, result = convert_command(model, opts, output=output, input_shape=shape, data=data_obj,
+                                    batch_size=batch_size, progress=bar, config={"checkpoint": ctx.checkpoint_path})
     render_convert(ctx, result)
     hint = reload_hint(model.recipe.get("arch", ""), output)
     if hint:

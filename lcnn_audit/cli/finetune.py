@@ -20,7 +20,6 @@ from .progress import configure_logging, progress_display
 from .render import fmt
 
 T, P, A, D, R = "Training", "Penalties", "Adversarial training", "Data", "Run"
-PAPER_LAMBDA_BETA, PAPER_LAMBDA_GAMMA = 1e-4, 1e-5  # LCNN arXiv appendix E
 
 
 def _opt(*names, help: str, panel: str, **kw):
@@ -44,6 +43,8 @@ def finetune(
     resume: Annotated[bool, _opt("--resume", panel=R, help="Continue the run in --run-dir exactly where it "
                                                           "stopped (same options required).")] = False,
     json_path: Annotated[Path | None, _opt("--json", panel=R, help="Also write the final log JSON here.")] = None,
+    csv_path: Annotated[Path | None, _opt("--csv", panel=R, help="Also write one row per epoch as CSV (losses, "
+                                                               "penalty terms, accuracies, mean curvature).")] = None,
     quiet: Annotated[bool, _opt("--quiet", "-q", panel=R, help="Print only the result paths.")] = False,
     verbose: Annotated[bool, _opt("--verbose", "-v", panel=R, help=VERBOSE_HELP)] = False,
     data: Annotated[str, _opt("--data", panel=D, help="Training data (its train split; test accuracy and curvature "
@@ -56,8 +57,8 @@ def finetune(
     data_root: Annotated[Path | None, _opt("--data-root", panel=D, help="Where named datasets live.")] = None,
     download: Annotated[bool, _opt("--download", panel=D, help="Download a named dataset if missing.")] = False,
     single_split: Annotated[bool, _opt("--single-split", panel=D, help=SINGLE_SPLIT_HELP)] = False,
-    n: Annotated[int | None, _opt("--n", panel=D, help="Train on a seeded subset of N training samples (default: "
-                                                       "all).")] = None,
+    n: Annotated[int | None, _opt("--n", "--num-samples", panel=D, help="Train on a seeded subset of N training "
+                                                                        "samples (default: all).")] = None,
     eval_n: Annotated[int | None, _opt("--eval-n", panel=D, help="Test accuracy on a seeded subset of N test "
                                                                  "samples (default: all).")] = None,
     curvature_n: Annotated[int, _opt("--curvature-n", panel=D, help="Test samples audited for mean curvature after "
@@ -68,7 +69,8 @@ def finetune(
     epochs: Annotated[int, _opt("--epochs", panel=T, help="Epochs to train.", min=0)] = 10,
     optimizer: Annotated[str, _opt("--optimizer", panel=T, help="sgd (with momentum), adam or adamw.")] = "sgd",
     lr: Annotated[float | None, _opt("--lr", panel=T, help="Learning rate (default 0.1 with --from-scratch, "
-                                                           "0.01 when fine-tuning).")] = None,
+                                                           "0.01 when fine-tuning; as TrainConfig(lr=None) in "
+                                                           "Python).")] = None,
     momentum: Annotated[float, _opt("--momentum", panel=T, help="SGD momentum.")] = 0.9,
     weight_decay: Annotated[float, _opt("--weight-decay", panel=T, help="Weight decay (not applied to LCNN β, "
                                                                         "γ).")] = 5e-4,
@@ -107,9 +109,11 @@ def finetune(
         "falls back to eager, with a note, where compiling fails)."))] = False,
 ) -> None:
     """Train or fine-tune a model with curvature penalties; checkpoints every epoch, exact --resume."""
+    from ..audits.convert import check_model_path
+    from ..audits.finetune import FromScratch, finetune, lcnn_penalty_weights, save_epochs_csv
     from ..errors import UsageError
     from ..penalties import PenaltyConfig
-    from ..training import AdversarialTraining, TrainConfig, init_model, train
+    from ..training import AdversarialTraining, TrainConfig
 
     ck = ctx.opts.get("checkpoint") or ctx.opts.get("checkpoint_opt")
     if from_scratch and ck:
@@ -118,27 +122,23 @@ def finetune(
         raise UsageError("--from-scratch needs --arch (e.g. --arch small_cnn --arch-kwargs width=16)")
     if not from_scratch and not ck:
         raise UsageError("no checkpoint given: pass CHECKPOINT to fine-tune, or --from-scratch --arch NAME")
-    from .convert import check_model_path
-
     check_model_path(out, "--out")
-    ctx.check_outputs({"--out": out, "--json": json_path},
+    ctx.check_outputs({"--out": out, "--json": json_path, "--csv": csv_path},
                       {"--data": data, "--test-data": test_data_spec},
                       {"--run-dir": run_dir or out.with_name(out.stem + ".run")})
     ms = parse_float_list(milestones, "--milestones")
-    if lcnn or lambda_beta or lambda_gamma:
-        lambda_beta = PAPER_LAMBDA_BETA if lambda_beta is None else lambda_beta
-        lambda_gamma = PAPER_LAMBDA_GAMMA if lambda_gamma is None else lambda_gamma
+    lambda_beta, lambda_gamma = lcnn_penalty_weights(lcnn, lambda_beta, lambda_gamma)
     config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr if lr is not None else
-        (0.1 if from_scratch else 0.01), momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-        milestones=tuple(int(m) for m in ms) if ms else None, lr_decay=lr_decay, augment=augment,
-        penalties=PenaltyConfig(lambda_beta=lambda_beta or 0.0, lambda_gamma=lambda_gamma or 0.0, gradreg=gradreg,
+        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, schedule=schedule, milestones=tuple(int(m) for m in ms) if ms else None,
+        lr_decay=lr_decay, augment=augment,
+        penalties=PenaltyConfig(lambda_beta=lambda_beta, lambda_gamma=lambda_gamma, gradreg=gradreg,
                                 cure=cure, cure_h=cure_h, cure_h_warmup=cure_h_warmup, jacobian=jacobian,
                                 jacobian_probes=jacobian_probes, cross_lipschitz=cross_lipschitz,
                                 cross_lipschitz_probes=cross_lipschitz_probes),
         adversarial=AdversarialTraining(adv_train.lower(), adv_eps, adv_steps, adv_step_size) if adv_train else None,
         curvature_n=curvature_n, eval_n=eval_n, seed=seed)
-    config.validate()
+    validate_train_config(config)
     ctx.opts.update(data=data, device=device, quiet=quiet)
     configure_logging(verbose, err_console)
     from ..data import load_data, same_samples
@@ -156,32 +156,31 @@ def finetune(
     if from_scratch:
         from ..loading import parse_kwargs
 
-        model = init_model(ctx.arch, parse_kwargs(ctx.arch_kwargs), ctx.normalize, dataset=data, seed=seed,
-                           device=device, convert=convert, input_shape=train_data.input_shape)
-        source = {"from_scratch": True}
+        source = FromScratch(ctx.arch, parse_kwargs(ctx.arch_kwargs), ctx.normalize, dataset=data)
     else:
-        model = ctx.load_model()
-        source = {"checkpoint": str(ck)}
-        if convert:
-            from ..convert import convert_model
-
-            if model.recipe.get("convert"):
-                raise UsageError(f"{ck} is already LCNN-converted; drop --convert")
-            model, report = convert_model(model, None, input_shape=train_data.input_shape, inplace=True)
-            ctx.print(f"converted to an LCNN: {report.counts()}")
+        source = ctx.load_model()
     run_dir = run_dir or out.with_name(out.stem + ".run")
-    ctx.print(f"training {model.recipe.get('arch')} on {data} ({len(train_data)} samples) for {epochs} epoch(s); "
-              f"checkpoints and log in {run_dir}")
+
+    def on_ready(model, report) -> None:
+        if report is not None:
+            ctx.print(f"converted to an LCNN: {report.counts()}")
+        ctx.print(f"training {model.recipe.get('arch')} on {data} ({len(train_data)} samples) for {epochs} "
+                  f"epoch(s); checkpoints and log in {run_dir}")
+
     with _live(ctx, epochs) as (on_step, on_epoch):
-        result = train(model, train_data, test_data, config, run_dir=run_dir, resume=resume, output=out,
-                       run_config={"source": source}, on_step=on_step, on_epoch=on_epoch,
-                       compile_kernels=compile_kernels)
+        # the command line owns the process: Ctrl-C stops cleanly, the global RNGs stay seeded
+        result = finetune(source, train_data, test_data, config, convert=convert, device=device,
+                          checkpoint=None if from_scratch else str(ck), output=out, run_dir=run_dir, resume=resume,
+                          on_ready=on_ready, on_step=on_step, on_epoch=on_epoch, handle_sigint=True,
+                          seed_global_rngs=True, compile_kernels=compile_kernels)
     if compile_kernels and result.summary.get("kernels", "").startswith("eager"):
         ctx.notice(result.summary["kernels"])
-    if json_path:
-        from .common import write_result
+    from .common import write_result
 
+    if json_path:
         console.print(f"wrote {write_result(json_path, result.save_json, result.complete)}")
+    if csv_path:
+        console.print(f"wrote {write_result(csv_path, lambda p: save_epochs_csv(result, p), result.complete)}")
     if not result.complete:
         err_console.print(styled("[yellow]interrupted:[/] checkpoint saved in {}; rerun the same command with "
                                  "--resume to continue", run_dir), markup=True)
@@ -189,9 +188,33 @@ def finetune(
     console.print(f"wrote {out}")
     from ..recipe import reload_hint
 
-    hint = reload_hint(model.recipe.get("arch", ""), out)
+    hint = reload_hint(result.config["recipe"].get("arch", ""), out)
     if hint:
         ctx.notice(hint)
+
+
+#: TrainConfig fields whose flag is not ``--field-name``
+_TRAIN_FLAGS = {"adversarial.norm": "--adv-train", "adversarial.eps": "--adv-eps", "adversarial.steps": "--adv-steps",
+                "adversarial.step_size": "--adv-step-size"}
+
+
+def train_flag(name: str) -> str:
+    """A :class:`~lcnn_audit.training.TrainConfig` field as its ``finetune`` flag:
+    ``lr`` -> ``--lr``, ``penalties.cure_h`` -> ``--cure-h``, ``adversarial.eps`` -> ``--adv-eps``."""
+    from ..options import flag_label
+
+    return _TRAIN_FLAGS.get(name) or flag_label(name.removeprefix("penalties."))
+
+
+def validate_train_config(config) -> None:
+    """``config.validate()``, its problems named by the flags of this command."""
+    from ..errors import UsageError
+    from ..options import OptionsError
+
+    try:
+        config.validate()
+    except OptionsError as err:
+        raise UsageError(err.render(train_flag)) from None
 
 
 def epoch_line(rec: dict, epochs: int) -> str:

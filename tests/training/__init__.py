@@ -1,0 +1,1 @@
+"""Tests of lcnn_audit.training (mirrors the package)."""
