@@ -6,7 +6,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..recipe import reload_hint
 from . import app
 from .common import SINGLE_SPLIT_HELP, Ctx, command_options
 from .render import fmt
@@ -117,6 +116,7 @@ def convert(
     could not be, and the clean accuracy before and after with --data.
     """
     from ..convert import ConvertOptions, convert_checkpoint
+    from ..model.recipe import reload_hint
     from ..surgery import ACTIVATION_MODULES
 
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else tuple(ACTIVATION_MODULES)
