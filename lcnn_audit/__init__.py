@@ -16,8 +16,8 @@ _EXPORTS = {
     "ConvertOptions": "convert", "convert_model": "convert", "ImageData": "data", "load_data": "data",
     "LcnnAuditError": "errors", "gate": "gates", "load_policy": "gates", "CurvatureOptions": "geometry",
     "curvature_audit": "geometry", "GradRobustnessOptions": "geometry.robustness",
-    "discrepancy": "geometry.robustness", "grad_robustness": "geometry.robustness", "load_model": "loading",
-    "save_model": "loading", "write_report": "report", "AuditResult": "results", "TrainConfig": "training",
+    "discrepancy": "geometry.robustness", "grad_robustness": "geometry.robustness", "load_model": "model.load",
+    "save_model": "model.load", "write_report": "report", "AuditResult": "results", "TrainConfig": "training",
     "train": "training", "robustness_benchmark": "benchmark", "as_image_data": "coerce",
     "LcnnAuditNotice": "notices",
 }

@@ -60,6 +60,15 @@ from .layers.spectral import (
     spectral_norm_conv,
     spectral_norm_linear,
 )
+from .model.checkpoint import write_checkpoint
+from .model.wrapper import (
+    AuditModel,
+    check_model_data,
+    model_device,
+    model_dtype,
+    preserve_training_flags,
+    require_finite,
+)
 from .nn_kinds import NONLINEAR, swappable_types
 from .options import OptionsError, Problem, flag_label
 from .progress import new_phase
@@ -246,20 +255,19 @@ def _probe(model: nn.Module, net: nn.Module, x: torch.Tensor, kinds, count_funct
         handles.append(mod.register_forward_pre_hook(pre(name, is_act)))
         if recorder is not None and is_act:
             handles.append(mod.register_forward_hook(post))
-    training = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad(), (recorder if recorder is not None else contextlib.nullcontext()):
-            model(x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ModelError(f"the model failed on an input of shape {tuple(x.shape)}: {msg[:200]}; check "
-                         "--input-shape (C,H,W) or --data") from None
+        with preserve_training_flags(model):
+            model.eval()
+            try:
+                with torch.no_grad(), (recorder if recorder is not None else contextlib.nullcontext()):
+                    model(x)
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise ModelError(f"the model failed on an input of shape {tuple(x.shape)}: {msg[:200]}; check "
+                                 "--input-shape (C,H,W) or --data") from None
     finally:
         for h in handles:
             h.remove()
-        for m, t in training.items():
-            m.training = t
     return _Probe(calls, shapes, recorder.counts if recorder is not None else Counter())
 
 
@@ -309,8 +317,6 @@ def convert_model(model: nn.Module, options: ConvertOptions | None = None, input
     ``recipe["convert"]`` is set). The model is deep-copied first unless ``inplace``.
     Its train/eval mode is kept. ``progress(done, total)`` counts the spectral norms fitted.
     """
-    from .loading import AuditModel  # noqa: PLC0415 - loading imports this module lazily
-
     opts = options or ConvertOptions()
     opts.validate()
     if not inplace:
@@ -319,9 +325,7 @@ def convert_model(model: nn.Module, options: ConvertOptions | None = None, input
     if any(isinstance(m, (*LCNN_TYPES, ConvSpectralNorm)) for m in net.modules()):
         raise UsageError("the model already contains LCNN layers (CenteredSoftplus, LipschitzBatchNorm or conv "
                          "spectral norms); it has been converted before")
-    ref = next((t for t in list(net.parameters()) + list(net.buffers()) if t.is_floating_point()), None)
-    device = ref.device if ref is not None else torch.device("cpu")
-    dtype = ref.dtype if ref is not None else torch.float32
+    device, dtype = model_device(net), model_dtype(net)
     if example is None:
         if input_shape is None:
             raise UsageError("the conversion needs the input size: pass input_shape (C,H,W) or an example batch")
@@ -598,12 +602,9 @@ _MISFIT = ("; the recipe's conversion record does not fit its architecture: the 
 
 def predict(model: nn.Module, data, batch_size: int = 128, progress=None) -> dict[str, list]:
     """Per-sample ``index``, ``label``, ``pred`` of ``model`` (eval mode, no grad) on ``data``."""
-    from .loading import require_finite  # noqa: PLC0415
     from .runner import run_batches  # noqa: PLC0415
 
-    dev = next((t.device for t in list(model.parameters()) + list(model.buffers())), torch.device("cpu"))
-    training = model.training
-    model.eval()
+    dev = model_device(model)
 
     def compute(batch):
         with torch.no_grad():
@@ -612,10 +613,9 @@ def predict(model: nn.Module, data, batch_size: int = 128, progress=None) -> dic
         pred = logits.argmax(1).cpu()
         return {"index": batch.index, "label": batch.y, "pred": pred}
 
-    try:
+    with preserve_training_flags(model):
+        model.eval()
         return run_batches(data, compute, batch_size, progress=progress).per_sample
-    finally:
-        model.train(training)
 
 
 def _accuracy(ps: dict[str, list]) -> float:
@@ -629,7 +629,6 @@ def convert_checkpoint(model, options: ConvertOptions | None = None, *, output: 
     and after on ``data`` (if given) and save the converted weights with their recipe to
     ``output`` (if given). Returns (converted model, :class:`~lcnn_audit.results.AuditResult`).
     """
-    from .loading import check_model_data, save_model  # noqa: PLC0415
     from .results import AuditResult, environment  # noqa: PLC0415
 
     opts = options or ConvertOptions()
@@ -650,7 +649,7 @@ def convert_checkpoint(model, options: ConvertOptions | None = None, *, output: 
         if input_shape is not None and tuple(input_shape) != data_shape:
             raise UsageError(f"--input-shape {tuple(input_shape)} differs from the data's {data_shape}")
         first = data.get(torch.arange(min(len(data), 8)))
-        dev = next((t.device for t in model.parameters()), torch.device("cpu"))
+        dev = model_device(model)
         check_model_data(model, first.x.to(dev), first.y.to(dev))
         example = first.x
     elif input_shape is None:
@@ -674,7 +673,7 @@ def convert_checkpoint(model, options: ConvertOptions | None = None, *, output: 
     if output is not None:
         save_recipe = {"arch": recipe["arch"], "arch_kwargs": recipe.get("arch_kwargs") or {},
                        "normalize": recipe.get("normalize"), "convert": report.recipe}
-        save_model(converted, output, save_recipe)
+        write_checkpoint(converted, output, save_recipe)
         summary["output"] = str(output)
     per_sample = {}
     if before is not None:
@@ -682,7 +681,7 @@ def convert_checkpoint(model, options: ConvertOptions | None = None, *, output: 
                       "pred_after": after["pred"]}
     cfg = {"options": opts.to_dict(), "input_shape": report.input_shape, "model": recipe,
            "data": data.describe() if data is not None else None, "batch_size": batch_size, **(config or {})}
-    dev = next((t.device for t in converted.parameters()), torch.device("cpu"))
+    dev = model_device(converted)
     result = AuditResult(command="convert", config=cfg, summary=summary, per_sample=per_sample,
                          timing={"seconds": time.perf_counter() - t0, "convert_seconds": t_convert},
                          environment=environment(dev))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import load_data
-from .loading import load_model
+from .model.load import load_model
 from .results import AuditResult
 
 

@@ -26,9 +26,9 @@ from torch import nn
 
 from .coerce import as_image_data
 from .errors import UsageError
-from .geometry.audit import model_device
 from .geometry.measures import CurvatureOptions, compute_geometry
 from .geometry.state import measurement_state
+from .model.wrapper import model_device
 from .results import AuditResult
 
 MAX_SIDE = 64  # stored images are downsampled to this many pixels a side at most

@@ -29,11 +29,13 @@ def one_line_error(res, *words):
 def no_compute(monkeypatch):
     import lcnn_audit.data
     import lcnn_audit.loading
+    import lcnn_audit.model.load
 
     def boom(*a, **k):
         raise AssertionError("a bad option value was not refused before loading")
 
     monkeypatch.setattr(lcnn_audit.loading, "load_model", boom)
+    monkeypatch.setattr(lcnn_audit.model.load, "load_model", boom)  # its home since issue 13
     monkeypatch.setattr(lcnn_audit.data, "load_data", boom)
 
 

@@ -43,11 +43,13 @@ def no_compute(monkeypatch):
     """Fail the test if a command gets as far as loading a model or data."""
     import lcnn_audit.data
     import lcnn_audit.loading
+    import lcnn_audit.model.load
 
     def boom(*a, **k):
         raise AssertionError("the output path was not checked before loading")
 
     monkeypatch.setattr(lcnn_audit.loading, "load_model", boom)
+    monkeypatch.setattr(lcnn_audit.model.load, "load_model", boom)  # its home since issue 13
     monkeypatch.setattr(lcnn_audit.data, "load_data", boom)
 
 

@@ -151,7 +151,7 @@ class Ctx:
                     download=self.opts.get("download", False), single_split=self.opts.get("single_split", False))
 
     def load_model(self, checkpoint: str | None = None):
-        from ..loading import load_model
+        from ..model.load import load_model
 
         kw = self.model_kwargs()
         if checkpoint is not None:

@@ -6,7 +6,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..recipe import reload_hint
 from . import app
 from .common import SINGLE_SPLIT_HELP, Ctx, command_options
 from .render import fmt
@@ -117,6 +116,7 @@ def convert(
     from ..audits.convert import convert as convert_command
     from ..convert import ConvertOptions, convert_flag
     from ..errors import UsageError
+    from ..model.recipe import reload_hint
     from ..options import OptionsError
     from ..surgery import ACTIVATION_MODULES
 

@@ -154,7 +154,7 @@ def finetune(
     ctx.print(f"train split: {train_data.source} ({len(train_data)} samples); test split: {test_data.source} "
               f"({len(test_data)} samples)", markup=False)
     if from_scratch:
-        from ..loading import parse_kwargs
+        from ..model.arch import parse_kwargs
 
         source = FromScratch(ctx.arch, parse_kwargs(ctx.arch_kwargs), ctx.normalize, dataset=data)
     else:
@@ -186,7 +186,7 @@ def finetune(
                                  "--resume to continue", run_dir), markup=True)
         raise typer.Exit(130)
     console.print(f"wrote {out}")
-    from ..recipe import reload_hint
+    from ..model.recipe import reload_hint
 
     hint = reload_hint(result.config["recipe"].get("arch", ""), out)
     if hint:

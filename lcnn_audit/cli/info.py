@@ -12,12 +12,12 @@ def info(ctx: Ctx) -> None:
 
     from ..errors import ModelError
     from ..independence import check_batch_independence
-    from ..loading import check_model_data
+    from ..model.wrapper import check_model_data, model_device
 
     model = ctx.load_model()
     data = ctx.load_data()
     first = data.get(torch.arange(min(len(data), 8)))
-    dev = next(model.parameters(), torch.empty(0)).device
+    dev = model_device(model)
     classes = check_model_data(model, first.x.to(dev), data.labels)
     try:
         random_note = check_batch_independence(model, first.x[:2].to(dev))

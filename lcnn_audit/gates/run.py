@@ -21,7 +21,7 @@ def run_audits(policy: Policy, progress: ProgressFactory | None = None) -> dict[
     """Load the model and data once and run every audit of the policy (in policy order).
 
     ``progress(audit_name)`` may return a context manager yielding a ``(done, total)`` callback."""
-    from ..loading import load_model
+    from ..model.load import load_model
 
     if policy.model is None or (not policy.audits):
         raise UsageError(f"{policy.source}: the policy runs no audits (model: and audits: are needed)")

@@ -10,7 +10,7 @@ from torch import nn
 from ..coerce import as_image_data
 from ..data import ImageData
 from ..independence import check_batch_independence
-from ..loading import check_model_data
+from ..model.wrapper import check_model_data, model_device
 from ..notices import emit_notices
 from ..results import AuditResult, environment, summarize_fields
 from ..runner import Progress, run_batches
@@ -21,12 +21,6 @@ from .state import measurement_state
 FIELD_ORDER = ("index", "label", "pred", "correct", "grad_norm", "hessian_norm", "curvature", "hessian_eigs",
                "alignment", "hessian_fro", "fd_curvature", "jacobian_fro", "cross_lipschitz", "converged",
                "iterations")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def curvature_audit(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..model.wrapper import Normalize
 from ..nn_kinds import MAX_POOLS, NONLINEAR, PIECEWISE_LINEAR, RELU_FAMILY
 from .jacobian import jacobian_measures
 
@@ -29,8 +30,6 @@ def is_piecewise_linear(model: nn.Module) -> bool:
 
     Functional non-linearities inside ``forward`` are invisible here, so callers verify
     numerically too (see ``measures``)."""
-    from ..loading import Normalize  # noqa: PLC0415
-
     for name, m in model.named_modules():
         if ".parametrizations." in f".{name}.":
             continue  # weight transforms (e.g. spectral norm) act on parameters, not on the input

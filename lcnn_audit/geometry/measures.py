@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import rng
 from ..errors import UsageError
-from ..loading import require_finite
+from ..model.wrapper import require_finite
 from .gauss_newton import gauss_newton_hvp, gauss_newton_spectrum, is_piecewise_linear
 from .hvp import BatchedHVP, CompactingHVP
 from .jacobian import jacobian_measures, jacobian_measures_estimate, logit_jacobian

@@ -29,12 +29,12 @@ from ..coerce import as_image_data
 from ..data import ImageData
 from ..errors import UsageError
 from ..independence import check_batch_independence
-from ..loading import check_model_data, require_finite
+from ..model.wrapper import check_model_data, model_device, require_finite
 from ..notices import emit_notices
 from ..progress import new_phase
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, run_batches
-from .audit import curvature_audit, model_device
+from .audit import curvature_audit
 from .gauss_newton import has_maxpool, has_relu
 from .measures import CurvatureOptions, compute_geometry
 from .objective import input_gradient, make_objective

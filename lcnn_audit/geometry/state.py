@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import UsageError
-from ..loading import set_eval
+from ..model.wrapper import preserve_training_flags, set_eval
 from .differentiable import twice_differentiable
 from .smooth import smooth_relu, smooth_relu_report  # noqa: F401 - smooth_relu re-exported
 
@@ -64,32 +64,30 @@ def measurement_state(model: nn.Module, dtype: str = "float32", smooth_relu_beta
         raise UsageError(f"unknown dtype {dtype!r}; use float32 or float64")
     notices = []
     bn = _train_mode_bn(model)
-    training = {m: m.training for m in model.modules()}
     grads = {p: p.requires_grad for p in model.parameters()}
-    try:
-        set_eval(model)
-        still = set(_train_mode_bn(model))
-        switched = [n for n in bn if n not in still]  # a module may refuse eval(): then say nothing false
-        if switched:
-            notices.append(f"BatchNorm layers in train mode ({', '.join(switched[:3])}"
-                           f"{'...' if len(switched) > 3 else ''}) couple the samples of a batch; switched them "
-                           "to eval mode for the audit")
-        for p in model.parameters():
-            p.requires_grad_(False)
-        work = model
-        if smooth_relu_beta is not None:
-            work, smooth_notices = smooth_relu_report(model, smooth_relu_beta)
-            notices.extend(smooth_notices)
-        if DTYPES[dtype] != torch.float32:
-            work = copy.deepcopy(work) if work is model else work
-            work = work.to(DTYPES[dtype])
-        # parametrised weights (spectral norm: W/σ) are fixed while measuring: compute each once, not
-        # on every forward (for a converted VGG11-BN that was ~30 % of every HVP, docs/benchmarks.md)
-        with tf32_disabled(), twice_differentiable() as mode, parametrize.cached():
-            yield Prepared(work, DTYPES[dtype], notices)
-        notices.extend(mode.notices())  # read by the audits after the block
-    finally:
-        for m, t in training.items():
-            m.training = t
-        for p, g in grads.items():
-            p.requires_grad_(g)
+    with preserve_training_flags(model):
+        try:
+            set_eval(model)
+            still = set(_train_mode_bn(model))
+            switched = [n for n in bn if n not in still]  # a module may refuse eval(): then say nothing false
+            if switched:
+                notices.append(f"BatchNorm layers in train mode ({', '.join(switched[:3])}"
+                               f"{'...' if len(switched) > 3 else ''}) couple the samples of a batch; switched them "
+                               "to eval mode for the audit")
+            for p in model.parameters():
+                p.requires_grad_(False)
+            work = model
+            if smooth_relu_beta is not None:
+                work, smooth_notices = smooth_relu_report(model, smooth_relu_beta)
+                notices.extend(smooth_notices)
+            if DTYPES[dtype] != torch.float32:
+                work = copy.deepcopy(work) if work is model else work
+                work = work.to(DTYPES[dtype])
+            # parametrised weights (spectral norm: W/σ) are fixed while measuring: compute each once, not
+            # on every forward (for a converted VGG11-BN that was ~30 % of every HVP, docs/benchmarks.md)
+            with tf32_disabled(), twice_differentiable() as mode, parametrize.cached():
+                yield Prepared(work, DTYPES[dtype], notices)
+            notices.extend(mode.notices())  # read by the audits after the block
+        finally:
+            for p, g in grads.items():
+                p.requires_grad_(g)
