@@ -26,13 +26,12 @@ BOUND_MAX_ITER = 1000
 
 @dataclass(frozen=True)
 class BoundOptions:
-    """Settings of :func:`lcnn_audit.bound.bound_audit` (``audits.bound`` in a gate policy).
+    """``audits.bound``: :func:`lcnn_audit.bound.bound_audit` settings (input shape default: the data's)."""
 
-    ``input_shape`` (C, H, W): the input the operator norms are sized for; ``None`` takes it
-    from the data (gate) or the converted checkpoint's recipe. ``lambda_beta`` and
-    ``lambda_gamma`` weight the LCNN penalty (eq. 5); ``tol`` and ``max_iter`` bound each
-    operator norm's Lanczos run (see the module docstring)."""
-
+    # the class docstring is the policy schema's description (docs/policy.schema.json): input_shape
+    # (C, H, W) sizes the operator norms (None: the data's, or a converted checkpoint's recipe);
+    # lambda_beta / lambda_gamma weight the LCNN penalty (eq. 5); tol / max_iter bound each operator
+    # norm's Lanczos run (see the module docstring)
     input_shape: tuple[int, ...] | None = None
     lambda_beta: float = LAMBDA_BETA
     lambda_gamma: float = LAMBDA_GAMMA
