@@ -12,6 +12,7 @@ FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
 
 
 def check_plot_path(path: str | Path) -> Path:
+    """``path`` if its extension names an image format (``--plot``), else a one-line error."""
     check_image_path(path, "--plot")
     return Path(path)
 

@@ -35,6 +35,8 @@ class Badge:
 
 @dataclass
 class Table:
+    """A table: ``header``, ``rows`` of text or :class:`Badge` cells, a caption under it."""
+
     header: list[str]
     rows: list[list[str | Badge]]
     caption: str = ""
@@ -44,6 +46,8 @@ class Table:
 
 @dataclass
 class Figure:
+    """A PNG figure (its bytes), with alt text and a caption."""
+
     name: str
     png: bytes
     alt: str
@@ -52,6 +56,8 @@ class Figure:
 
 @dataclass
 class Section:
+    """One report section: a title, an anchor and its blocks, in order."""
+
     title: str
     anchor: str
     blocks: list = field(default_factory=list)  # str paragraphs, list[str] bullets, Table, Figure
@@ -76,12 +82,14 @@ def pct(v, lo=None, hi=None) -> str:
 
 
 def mean_std(stats: dict | None) -> str:
+    """``mean ± std`` of a summary statistics dict; ``–`` without one."""
     if not isinstance(stats, dict) or "mean" not in stats:
         return "–"
     return f"{num(stats['mean'])} ± {num(stats.get('std'))}"
 
 
 def eps_label(norm: str, eps: float) -> str:
+    """A column header for one budget: ``‖ε‖₂ = 0.5``."""
     sub = {"l2": "₂", "linf": "∞", "l1": "₁"}.get(norm, norm)
     return f"‖ε‖{sub} = {eps_text(eps, norm)}"
 
@@ -94,6 +102,7 @@ class Footnotes:
         self.items: list[tuple[str, str]] = []
 
     def mark(self, label: str, notes) -> str:
+        """``label`` with the numbers of its (new or known) notes: ``label [1, 2]``."""
         keys = []
         for text in dict.fromkeys(n for n in notes if n):
             item = (label, text)
@@ -103,6 +112,7 @@ class Footnotes:
         return f"{label} [{', '.join(keys)}]" if keys else label
 
     def block(self) -> list:
+        """The numbered notes as report blocks (a paragraph and a list); none without notes."""
         if not self.items:
             return []
         return ["Notices and flags (numbers in brackets beside a model refer to these):",

@@ -73,6 +73,7 @@ def _inputs_section(runs: Sequence[Run]) -> Section:
 
 
 def curvature_section(runs: list[Run], plots: bool) -> Section:
+    """LCNN Table 1 (gradient and Hessian norms, curvature), the C_f distribution, histograms and examples."""
     notes = Footnotes()
     marked = {r.label: notes.mark(r.label, run_notes(r.result)) for r in runs}
     t1 = Table(["model", "n", "E‖∇f‖₂", "E‖∇²f‖₂", "E C_f", "accuracy (%)", "method", "not converged"], [
@@ -123,6 +124,7 @@ def _method(m) -> str:
 
 
 def attack_section(runs: list[Run], plots: bool) -> Section:
+    """LCNN Table 2 (worst-case robust accuracy with intervals), per attack, minimal norms, plots."""
     cols = list(dict.fromkeys((e["norm"], e["eps"]) for r in runs for e in r.result.summary.get("results", [])
                               if e["attack"] == "worst_case"))
 
@@ -172,6 +174,7 @@ def attack_section(runs: list[Run], plots: bool) -> Section:
 
 
 def grad_robustness_section(runs: list[Run], plots: bool) -> Section:
+    """LCNN Fig. 2: relative gradient change against noise, beside r·E[C_f] (Proposition 1)."""
     from ..geometry.robustness import model_summaries  # the geometry code, only for grad-robustness results
 
     models: list[tuple[str, dict]] = []
@@ -212,6 +215,7 @@ def grad_robustness_section(runs: list[Run], plots: bool) -> Section:
 
 
 def discrepancy_section(runs: list[Run], plots: bool) -> Section:
+    """LCNN Table 3: train-test discrepancy Δtt over test and over train, and the split means."""
     fields = ("grad_norm", "hessian_norm", "curvature")
     notes = Footnotes()
     marked = {r.label: notes.mark(r.label, run_notes(r.result)) for r in runs}
@@ -230,6 +234,7 @@ def discrepancy_section(runs: list[Run], plots: bool) -> Section:
 
 
 def bound_section(runs: list[Run], plots: bool) -> Section:
+    """The data-free bounds (LCNN Theorem 1) and the penalty R_f, one row per model."""
     notes = Footnotes()
     rows = [[notes.mark(r.label, run_notes(r.result)), str(tuple(s.get("input_shape", ()))), num(s.get("lipschitz")),
              num(s.get("hessian_logits")),
@@ -266,6 +271,7 @@ def _plain(v) -> str:
 
 
 def value_text(c: CheckResult) -> str:
+    """A check's value, with its 95% interval when it has one."""
     text = _plain(c.value)
     if c.interval:
         text += f" [{num(c.interval[0])}, {num(c.interval[1])}]"
@@ -273,6 +279,7 @@ def value_text(c: CheckResult) -> str:
 
 
 def bound_text(c: CheckResult) -> str:
+    """A check's bound: ``≤ 40``, ``≥ baseline − 0.05``, ``(baseline 0.9 + 5%)``..."""
     sym = {"max": "≤", "min": "≥", "equals": "="}[c.op]
     text = f"{sym} {_plain(c.threshold)}"
     if c.relative_to and c.baseline is None:  # skipped: no baseline read
