@@ -209,3 +209,85 @@ def examples_figure(ex, path, title: str | None = None) -> Path:
     fig.suptitle(title or f"the {k} most curved samples", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- robust accuracy against eps
+
+
+def _robust_curve(summary: dict, norm: str, attack: str) -> tuple[list, list, list, list] | None:
+    """(eps, accuracy, interval low, interval high) of one attack (or ``worst_case``) under one
+    norm, sorted by eps, with eps 0 the clean accuracy; None if the result has no such entries."""
+    pts = sorted((e["eps"], e["robust_accuracy"], e["ci_low"], e["ci_high"]) for e in summary.get("results", [])
+                 if e["norm"] == norm and e["attack"] == attack)
+    if not pts:
+        return None
+    clean = summary.get("clean_accuracy")
+    return ([0.0] + [p[0] for p in pts], [clean] + [p[1] for p in pts],
+            [summary.get("clean_ci_low", clean)] + [p[2] for p in pts],
+            [summary.get("clean_ci_high", clean)] + [p[3] for p in pts])
+
+
+def _robust_panels(norms: list[str], lines, path, ylabel: str, title, suptitle: str | None = None) -> Path:
+    """One panel per norm; ``lines(norm)`` yields (label, curve, line style) and each curve is
+    drawn with its 95 % interval as a band of the line's colour. No pyplot (no global figure
+    state, no GUI backend); written atomically in the format of ``path``'s extension."""
+    from matplotlib.figure import Figure
+
+    fmt = check_image_path(path)
+    fig = Figure(figsize=(5 * len(norms), 3.8))
+    axes = fig.subplots(1, len(norms), squeeze=False)[0]
+    for ax, norm in zip(axes, norms, strict=True):
+        for label, (eps, acc, lo, hi), style in lines(norm):
+            line, = ax.plot(eps, acc, marker="o", label=label, **style)
+            ax.fill_between(eps, lo, hi, alpha=0.12, color=line.get_color())
+        ax.set_xlabel(f"eps ({norm})")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(title(norm), fontsize=10)
+    if suptitle:
+        fig.suptitle(suptitle, color="darkred", fontsize=10)
+    fig.tight_layout()
+    return write_with(path, lambda tmp: fig.savefig(str(tmp), format=fmt, dpi=120))
+
+
+def _norms(summaries) -> list[str]:
+    return list(dict.fromkeys(e["norm"] for s in summaries for e in s.get("results", [])))
+
+
+def robustness_figure(summary: dict, path) -> Path:
+    """Each attack's (and the worst case's, bold black) robust accuracy against eps for one
+    attack result, one panel per norm (as in CURE's Fig. 6); eps = 0 is the clean accuracy and
+    the bands are the Clopper-Pearson 95 % intervals. A gradient-masking flag is the title."""
+    norms = _norms([summary])
+    if not norms:
+        raise UsageError("the result holds no robust accuracies to plot")
+
+    def lines(norm):
+        for attack in dict.fromkeys(e["attack"] for e in summary["results"] if e["norm"] == norm):
+            worst = attack == "worst_case"
+            yield (attack.replace("_", " "), _robust_curve(summary, norm, attack),
+                   {"lw": 2.2 if worst else 1.4, "ls": "-" if worst else "--", "color": "black" if worst else None})
+
+    masking = summary.get("flags", {}).get("gradient_masking")
+    return _robust_panels(norms, lines, path, "robust accuracy",
+                          lambda norm: f"{norm}: robust accuracy vs eps (n = {summary.get('n')})",
+                          "warning: possible gradient masking (see flags)" if masking else None)
+
+
+def robust_comparison_figure(models: list[tuple[str, dict]], path) -> Path:
+    """Worst-case robust accuracy against eps of several attack results (``(label, summary)``),
+    one line per model and one panel per norm, with 95 % interval bands."""
+    norms = _norms([s for _, s in models])
+    if not norms:
+        raise UsageError("the results hold no robust accuracies to plot")
+
+    def lines(norm):
+        for k, (label, s) in enumerate(models):
+            curve = _robust_curve(s, norm, "worst_case")
+            if curve is not None:
+                yield label, curve, {"color": f"C{k}"}
+
+    return _robust_panels(norms, lines, path, "robust accuracy (worst case)",
+                          lambda norm: f"{norm}: models compared (band: 95% interval)")

@@ -13,7 +13,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from ..bound import DEFAULT_MAX_ITER, DEFAULT_TOL, LAMBDA_BETA, LAMBDA_GAMMA
+from ..bound.options import BoundOptions
 from ..data import DATASETS
 from ..errors import ConfigError, UsageError
 from ..geometry.measures import CurvatureOptions
@@ -77,28 +77,6 @@ class DiscrepancyOptions:
 
     def validate(self) -> None:
         self.curvature.validate()
-
-
-@dataclass(frozen=True)
-class BoundOptions:
-    """``audits.bound``: :func:`lcnn_audit.bound.bound_audit` settings (input shape default: the data's)."""
-
-    input_shape: tuple[int, ...] | None = None
-    lambda_beta: float = LAMBDA_BETA
-    lambda_gamma: float = LAMBDA_GAMMA
-    tol: float = DEFAULT_TOL
-    max_iter: int = DEFAULT_MAX_ITER
-
-    def validate(self) -> None:
-        from ..validation import check_finite
-
-        check_finite(self)
-        if self.input_shape is not None and (not self.input_shape or any(s <= 0 for s in self.input_shape)):
-            raise UsageError(f"input_shape must be positive sizes [C, H, W], got {list(self.input_shape)}")
-        if not 0 < self.tol < 1:
-            raise UsageError(f"tol must lie in (0, 1), got {self.tol}")
-        if self.max_iter < 1:
-            raise UsageError(f"max_iter must be >= 1, got {self.max_iter}")
 
 
 def _option_classes() -> dict[str, type]:
