@@ -212,6 +212,9 @@ class AutoAttack:
     norms = tuple(AA_NORMS)
     minimal_norm = False
     white_box = False  # Square is a black-box attack
+    #: the reference code draws per batch (from the seed and the batch's first index), so a
+    #: sample's result depends on the batch it is in
+    batch_independent = False
 
     @classmethod
     def from_options(cls, options, norm: str, eps: float | None = None, steps: int | None = None) -> AutoAttack:

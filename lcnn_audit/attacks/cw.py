@@ -33,6 +33,7 @@ class CarliniWagnerL2:
     norms = ("l2",)
     minimal_norm = True
     white_box = True
+    batch_independent = True
 
     @classmethod
     def from_options(cls, options, norm: str = "l2", eps: float | None = None,

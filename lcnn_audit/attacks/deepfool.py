@@ -48,6 +48,7 @@ class DeepFool:
     norms = ("l2",)
     minimal_norm = True
     white_box = True
+    batch_independent = True
 
     @classmethod
     def from_options(cls, options, norm: str = "l2", eps: float | None = None, steps: int | None = None) -> DeepFool:

@@ -37,6 +37,7 @@ class FGSM:
     norms = SUPPORTED_NORMS
     minimal_norm = False
     white_box = True
+    batch_independent = True
 
     def __init__(self, norm: str = "linf", eps: float | None = None, loss: str = "ce"):
         check_norm("FGSM", norm, SUPPORTED_NORMS)

@@ -110,6 +110,7 @@ class PGD:
     norms = SUPPORTED_NORMS
     minimal_norm = False
     white_box = True
+    batch_independent = True
 
     def __init__(self, norm: str = "l2", eps: float | None = None, steps: int = 10, step_size: float | None = None,
                  restarts: int = 1, random_start: bool = True, seed: int = 0, loss: str = "ce",

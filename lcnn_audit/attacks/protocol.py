@@ -4,7 +4,9 @@ An attack is a small object that holds its threat model (norm, eps, budget). The
 builds it from :class:`~lcnn_audit.attacks.AttackOptions` through the registry
 (:data:`lcnn_audit.attacks.registry.ATTACKS`, ``ATTACKS[name].from_options(...)``) and calls
 ``run(model, x, y, index)`` on inputs in [0, 1]. ``index`` holds dataset indices that seed
-per-sample random draws, so a sample's result does not depend on its batch.
+per-sample random draws, so a sample's result does not depend on its batch (except where an
+attack says ``batch_independent = False``). ``tests/test_attack_contract.py`` checks the
+contract for every registry entry.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class Attack(Protocol):
       them once and reads every eps of the sweep off those distances;
     * ``white_box``: True when it only follows the model's gradient (AutoAttack holds the
       black-box Square attack, so it is not);
+    * ``batch_independent``: True when a sample's result does not depend on the other samples
+      of its batch (random draws seeded per sample by ``index``); AutoAttack's reference code
+      draws per batch, so it is False there;
     * ``from_options(options, norm, eps, steps)``: the attack configured by ``AttackOptions``;
     * ``run(model, x, y, index)`` returns an :class:`AttackOutput`; calling the attack returns
       ``run(...).x_adv``.
@@ -51,6 +56,7 @@ class Attack(Protocol):
     norms: tuple[str, ...]
     minimal_norm: bool
     white_box: bool
+    batch_independent: bool
 
     @classmethod
     def from_options(cls, options: Any, norm: str, eps: float | None = None, steps: int | None = None) -> Attack: ...
