@@ -137,15 +137,15 @@ class AttackOptions:
 
         for name in ("attacks", "norms"):
             v = getattr(self, name)
-            if isinstance(v, (list, tuple)):
+            if not isinstance(v, str):  # a string stays as it is: problems() refuses it
                 put(name, tuple(str(a).strip().lower() for a in v if str(a).strip()))
         if isinstance(self.eps, dict):
             put("eps", {str(k).lower(): _floats(v) for k, v in self.eps.items()})
         elif self.eps is not None:
             put("eps", _floats(self.eps))
-        if isinstance(self.aa_attacks, list):
+        if self.aa_attacks is not None and not isinstance(self.aa_attacks, str):
             put("aa_attacks", tuple(self.aa_attacks))
-        if self.bpda is None or isinstance(self.bpda, list):
+        if not isinstance(self.bpda, str):
             put("bpda", tuple(self.bpda or ()))
 
     @classmethod
@@ -227,8 +227,8 @@ class AttackOptions:
         known_a, known_n = self._known_attacks(), [n for n in self.norms if n in NORMS]
         for a in known_a:
             if known_n and not any(n in ATTACKS[a].norms for n in known_n):
-                out.append(Problem(None, f"{a} supports the norms {', '.join(ATTACKS[a].norms)}, none of {{norms}} "
-                                         f"{','.join(known_n)}"))
+                out.append(Problem(None, f"{a} supports the norms {', '.join(ATTACKS[a].norms)}, none of those in "
+                                         f"{{norms}} ({','.join(known_n)})"))
         for n in known_n:
             if known_a and not any(n in ATTACKS[a].norms for a in known_a):
                 out.append(Problem(None, f"no selected attack supports the {n} norm (autoattack covers linf, l2 "
