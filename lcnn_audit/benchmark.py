@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .attacks import AttackOptions, attack_audit
+from .attacks.options import split_names
 from .coerce import as_image_data
 from .errors import UsageError
 from .results import AuditResult
@@ -46,6 +47,7 @@ def robustness_benchmark(
                          "'corruptions' is not an attack threat model)")
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise UsageError(f"eps must be a positive number, got {eps!r}")
+    attacks = split_names(attacks) if isinstance(attacks, str) else attacks
     opts = AttackOptions(attacks=attacks, norms=(norm,), eps=(float(eps),), seed=seed, **attack_options)
     result = attack_audit(model, as_image_data(data), opts, batch_size=batch_size)
     s = result.summary

@@ -147,7 +147,8 @@ def adversarial_examples(model: nn.Module, data, result: AuditResult, k: int = 6
     that broke it (re-attacked alone: the attacks are seeded per sample, so this reproduces
     the audit's) and the perturbation."""
     from .attacks.base import recheck  # noqa: PLC0415
-    from .attacks.options import WORST, AttackOptions, eps_key  # noqa: PLC0415
+    from .attacks.fields import robust as robust_field  # noqa: PLC0415
+    from .attacks.options import WORST, AttackOptions  # noqa: PLC0415
 
     if result.command != "attack":
         raise UsageError(f"adversarial examples need an attack result, got {result.command}")
@@ -160,7 +161,7 @@ def adversarial_examples(model: nn.Module, data, result: AuditResult, k: int = 6
         raise UsageError("adversarial examples need an eps-bounded attack (pgd, fgsm or autoattack) in the result")
     first: dict[int, float] = {}  # dataset index -> smallest eps that broke it
     for eps in aopts.eps_for(norm):
-        robust = ps.get(f"robust_{WORST}_{norm}_{eps_key(eps)}", [])
+        robust = ps.get(robust_field(WORST, norm, eps), [])
         for i, c, r in zip(ps["index"], ps["correct"], robust, strict=False):
             if c and not r and i not in first:
                 first[i] = eps

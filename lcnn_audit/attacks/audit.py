@@ -24,6 +24,7 @@ Robust accuracies carry exact Clopper-Pearson 95 % intervals (:mod:`.stats`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -37,33 +38,32 @@ from ..errors import CheckFailedError, ModelError
 from ..geometry.state import measurement_state
 from ..independence import check_batch_independence
 from ..loading import check_model_data, require_finite
+from ..model import model_device
 from ..notices import emit_notices
 from ..progress import WithinBatch
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, dist_info, run_batches
+from . import fields as F
 from .adv_store import AdvStore, attack_codes_metadata
 from .autoattack import AutoAttack, load_autoattack
 from .base import flat_norm, input_gradient, recheck
 from .counters import bpda, find_modules
 from .flags import compute_flags, indicator_summary, large_eps
 from .indicators import incomplete_optimization
-from .options import ADAPTIVE, MINIMAL_NORM, WORST, AttackOptions, eps_key
+from .options import WORST, AttackOptions
 from .pgd import PGD
+from .registry import ADAPTIVE, ATTACKS, MINIMAL_NORM
 from .stats import clopper_pearson
+from .summary import AttackSummary, ChecksConfig, MinNormStats, ResultRow, RobustEntry
 
 BASE_FIELDS = ("index", "label", "pred", "correct", "grad_norm", "zero_grad", "nondeterministic")
-FIELD_GROUPS = ("robust_", "deepfool_norm", "cw_norm", "autoattack_by_", "autoattack_checks_", "check_", "ioaf_")
+FIELD_GROUPS = (F.ROBUST, *(F.min_norm(a) for a in MINIMAL_NORM), F.AUTOATTACK_BY, F.AUTOATTACK_CHECKS, "check_",
+                F.IOAF)
 #: Normalised logits differing by more than this across passes count as nondeterministic (AutoAttack's alpha).
 NONDETERMINISM_TOL = 1e-4
 MORE_STEPS = "pgd_more_steps"
 RESTARTS_CHECK = "pgd_restarts_check"
 SQUARE_CHECK = "square_check"
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _check_fp32(model: nn.Module) -> None:
@@ -112,7 +112,8 @@ class _BatchAudit:
         # progress stages of a batch: each eps of each eps-bounded attack, each minimal-norm attack,
         # and the two masking checks of each norm
         checks = sum(2 for nm in options.norms if options.masking_checks and nm in PGD.norms)
-        self.stages = max(1, checks + sum(1 if a in MINIMAL_NORM else len(options.eps_for(n)) for a, n in self.plan))
+        self.stages = max(1, checks + sum(1 if ATTACKS[a].minimal_norm else len(options.eps_for(n))
+                                          for a, n in self.plan))
         self.stage, self.n = 0, 0
         self.seconds: dict[str, float] = defaultdict(float)
         self.attacked: dict[str, int] = defaultdict(int)
@@ -137,7 +138,7 @@ class _BatchAudit:
         zero = g.flatten(1).abs().sum(dim=1) == 0
         fields: dict = {"index": batch.index, "label": batch.y, "pred": pred, "correct": correct,
                         "grad_norm": flat_norm(g, "l2"), "zero_grad": zero, "nondeterministic": nondet,
-                        "ioaf_unavailable_gradients": correct & (zero | ~torch.isfinite(g.flatten(1)).all(dim=1))}
+                        F.ioaf("unavailable_gradients"): correct & (zero | ~torch.isfinite(g.flatten(1)).all(dim=1))}
         deterministic = not bool(nondet.any())
         self.stage, self.n = 0, x.shape[0]
         shard = {"index": batch.index, "label": batch.y, "x": x} if self.store else None
@@ -154,22 +155,22 @@ class _BatchAudit:
 
     def _norm(self, norm, x, y, idx, correct, deterministic, fields, collector) -> None:
         eps_list = self.opts.eps_for(norm)
-        keys = [eps_key(e) for e in eps_list]
+        keys = [F.eps_key(e) for e in eps_list]
         n = x.shape[0]
         worst = torch.zeros(n, len(eps_list), dtype=torch.bool, device=x.device)
         if norm in PGD.norms:
-            fields[f"ioaf_silent_success_{norm}"] = torch.zeros_like(correct)
+            fields[F.ioaf("silent_success", norm)] = torch.zeros_like(correct)
             if self.opts.counters:
-                fields[f"ioaf_transfer_failure_{norm}"] = torch.zeros_like(correct)
+                fields[F.ioaf("transfer_failure", norm)] = torch.zeros_like(correct)
         for attack in [a for a, nn_ in self.plan if nn_ == norm]:
             t0 = time.perf_counter()
-            if attack in MINIMAL_NORM:
+            if ATTACKS[attack].minimal_norm:
                 broken = self._minimal(attack, norm, x, y, idx, correct, eps_list, fields, collector)
             else:
                 broken = self._bounded(attack, norm, x, y, idx, correct, eps_list, deterministic, fields, collector)
             self.seconds[attack] += time.perf_counter() - t0
             for j, k in enumerate(keys):
-                fields[f"robust_{attack}_{norm}_{k}"] = correct & ~broken[:, j]
+                fields[F.robust(attack, norm, k)] = correct & ~broken[:, j]
             worst |= broken
         if self.opts.counters and norm in PGD.norms:
             t0 = time.perf_counter()
@@ -180,7 +181,7 @@ class _BatchAudit:
             self._checks(norm, x, y, idx, correct, eps_list, worst, fields, collector)
             self.seconds["masking_checks"] += time.perf_counter() - t0
         for j, k in enumerate(keys):
-            fields[f"robust_{WORST}_{norm}_{k}"] = correct & ~worst[:, j]
+            fields[F.robust(WORST, norm, k)] = correct & ~worst[:, j]
 
     def _stage_done(self) -> None:
         """Report progress within the batch after each stage: an eps of an eps-bounded attack, a
@@ -190,22 +191,21 @@ class _BatchAudit:
             self.progress.stage(self.stage / self.stages, self.n)
 
     def _attack(self, attack, norm, eps, x, y, idx, what, steps=None, atk=None, fields=None, pos=None, **run_kw):
-        """Run one eps-bounded attack and re-check its output; returns (x_adv, recheck, raw output)."""
+        """Run one eps-bounded attack and re-check its output; returns (x_adv, recheck, raw output).
+
+        ``atk`` is an :class:`~.protocol.Attack` (built from the registry unless given); a bare
+        callable ``atk(model, x, y, index) -> x_adv`` without ``run`` works too (output None)."""
         atk = atk if atk is not None else self.opts.build(attack, norm, eps, steps=steps)
         self.attacked[attack] += x.shape[0]
-        if attack == ADAPTIVE:
-            with bpda(self.m, self.opts.bpda):
-                out = atk.run(self.m, x, y, idx, **run_kw)
-        elif isinstance(atk, (PGD, AutoAttack)):
-            out = atk.run(self.m, x, y, idx, **run_kw)
-        else:
-            out = None
-        x_adv = out.x_adv if out is not None else atk(self.m, x, y, idx)
+        run = getattr(atk, "run", None)
+        with bpda(self.m, self.opts.bpda) if attack == ADAPTIVE else contextlib.nullcontext():
+            out = run(self.m, x, y, idx, **run_kw) if run is not None else None
+            x_adv = out.x_adv if out is not None else atk(self.m, x, y, idx)
         rc = recheck(self.m, x, x_adv, y, norm, eps, what)
         if isinstance(atk, PGD) and fields is not None and pos is not None:
-            fields[f"ioaf_silent_success_{norm}"][pos] |= out.path_adversarial & ~rc.adversarial
+            fields[F.ioaf("silent_success", norm)][pos] |= out.path_adversarial & ~rc.adversarial
             if attack == ADAPTIVE:
-                fields[f"ioaf_transfer_failure_{norm}"][pos] |= out.adversarial & ~rc.adversarial
+                fields[F.ioaf("transfer_failure", norm)][pos] |= out.adversarial & ~rc.adversarial
         return x_adv, rc, out
 
     def _bounded(self, attack, norm, x, y, idx, correct, eps_list, deterministic, fields, collector):
@@ -231,8 +231,8 @@ class _BatchAudit:
                     collector.offer(hit, x_adv[rc.adversarial], j, attack, rc.norm[rc.adversarial])
             broken[:, j] |= prev
             if attack == "autoattack":
-                fields[f"autoattack_by_{norm}_{eps_key(eps)}"] = by
-                fields[f"autoattack_checks_{norm}_{eps_key(eps)}"] = checks
+                fields[F.autoattack_by(norm, eps)] = by
+                fields[F.autoattack_checks(norm, eps)] = checks
             self._stage_done()
         return broken
 
@@ -263,7 +263,7 @@ class _BatchAudit:
             if collector is not None:
                 ok = found & (first < len(eps_list))
                 collector.offer(act[ok], out.x_adv[ok], first[ok], attack, rc.norm[ok])
-        fields[f"{attack}_norm"] = dist_field
+        fields[F.min_norm(attack)] = dist_field
         self._stage_done()
         return broken
 
@@ -281,7 +281,7 @@ class _BatchAudit:
             worst[hit, j:] = True
             if collector is not None:
                 collector.offer(hit, x_adv[rc.adversarial], j, SQUARE_CHECK, rc.norm[rc.adversarial])
-        fields[f"check_black_box_{norm}_{eps_key(eps)}"] = square
+        fields[F.black_box(norm, eps)] = square
 
     def _adaptive(self, norm, x, y, idx, correct, eps_list, worst, fields, collector) -> None:
         """The counter (:mod:`.counters`): margin-loss PGD with ``--eot`` and ``--bpda`` on every input
@@ -302,8 +302,8 @@ class _BatchAudit:
                 if collector is not None:
                     collector.offer(hit, x_adv[rc.adversarial], j, ADAPTIVE, rc.norm[rc.adversarial])
         for j, eps in enumerate(eps_list):
-            fields[f"robust_{ADAPTIVE}_{norm}_{eps_key(eps)}"] = correct & ~broken[:, j]
-        fields[f"ioaf_countered_{norm}"] = needs
+            fields[F.robust(ADAPTIVE, norm, eps)] = correct & ~broken[:, j]
+        fields[F.ioaf("countered", norm)] = needs
         worst |= broken
 
     def _checks(self, norm, x, y, idx, correct, eps_list, worst, fields, collector) -> None:
@@ -326,13 +326,13 @@ class _BatchAudit:
                 if collector is not None:
                     collector.offer(act[rc.adversarial], x_adv[rc.adversarial], j, MORE_STEPS,
                                     rc.norm[rc.adversarial])
-            fields[f"check_more_steps_{norm}_{eps_key(eps)}"] = correct & ~more
-            fields[f"ioaf_incomplete_optimization_{norm}"] = incomplete
+            fields[F.more_steps(norm, eps)] = correct & ~more
+            fields[F.ioaf("incomplete_optimization", norm)] = incomplete
             worst[:, j:] |= more.unsqueeze(1)
         self._stage_done()
         # the check subsample: every check_every-th dataset index, so membership does not depend on batching
         sub = correct & (idx % opts.check_every == 0)
-        fields[f"ioaf_checked_{norm}"] = sub
+        fields[F.ioaf("checked", norm)] = sub
         nonconv = torch.zeros(n, dtype=torch.bool, device=x.device)
         act = sub.nonzero().squeeze(1)
         if act.numel():
@@ -347,7 +347,7 @@ class _BatchAudit:
             worst[hit, j:] = True
             if collector is not None:
                 collector.offer(hit, x_adv[rc.adversarial], j, RESTARTS_CHECK, rc.norm[rc.adversarial])
-        fields[f"ioaf_non_convergence_{norm}"] = nonconv
+        fields[F.ioaf("non_convergence", norm)] = nonconv
         # a small black-box (Square) attack on the subsample's survivors: shattered gradients lose to it
         if square_applies(x):
             self._square(norm, eps, j, x, y, idx, sub, worst, fields, collector)
@@ -358,7 +358,7 @@ class _BatchAudit:
             _, rc, _ = self._attack("pgd", norm, big, x[act], y[act], idx[act],
                                     f"pgd {norm} eps={big:g} (large-eps masking check)")
             survivors[act[rc.adversarial]] = False
-        fields[f"check_large_eps_{norm}"] = survivors
+        fields[F.large_eps(norm)] = survivors
         self._stage_done()
 
 
@@ -455,67 +455,74 @@ def _ordered(fields: dict[str, list]) -> dict[str, list]:
     return out
 
 
-def _summary(per_sample: dict[str, list], opts: AttackOptions) -> dict:
+def _robust_entry(k: int, n: int) -> RobustEntry:
+    lo, hi = clopper_pearson(k, n)
+    return RobustEntry(robust_accuracy=k / n if n else float("nan"), ci_low=lo, ci_high=hi, n=n, robust=k)
+
+
+def _min_norm_stats(vals: list, correct: list) -> MinNormStats:
+    attacked = [v for v, c in zip(vals, correct, strict=True) if c]
+    found = [v for v in attacked if v != float("inf")]
+    stats = summarize(found)
+    stats["count"] = len(found)
+    all_sorted = sorted(attacked)
+    return {"attacked": len(attacked), "found": len(found),
+            "median_all": all_sorted[len(all_sorted) // 2] if all_sorted else float("nan"), **stats}
+
+
+def _autoattack_breakdown(per_sample: dict[str, list]) -> dict[str, dict[str, dict[str, int]]]:
+    """norm -> eps key -> sub-attack -> how many samples it broke (from ``autoattack_by_*``)."""
+    breakdown: dict = {}
+    for name, vals in per_sample.items():
+        parsed = F.parse(name)
+        if parsed is None or parsed.kind != "autoattack_by":
+            continue
+        counts: dict[str, int] = {}
+        for v in vals:
+            if v:
+                counts[v] = counts.get(v, 0) + 1
+        breakdown.setdefault(parsed.norm, {})[parsed.eps] = counts
+    return breakdown
+
+
+def _summary(per_sample: dict[str, list], opts: AttackOptions) -> AttackSummary:
     n = len(per_sample.get("index", []))
     correct = sum(bool(v) for v in per_sample.get("correct", []))
     lo, hi = clopper_pearson(correct, n)
-    summary: dict = {"n": n, "clean_accuracy": correct / n if n else float("nan"), "clean_correct": correct,
-                     "clean_ci_low": lo, "clean_ci_high": hi, "interval": "Clopper-Pearson exact, 95%",
-                     "results": []}
+    summary: AttackSummary = {"n": n, "clean_accuracy": correct / n if n else float("nan"), "clean_correct": correct,
+                              "clean_ci_low": lo, "clean_ci_high": hi, "interval": "Clopper-Pearson exact, 95%",
+                              "results": []}
     plan = opts.plan()
     for norm in opts.norms:
-        countered = any(bool(v) for v in per_sample.get(f"ioaf_countered_{norm}", []))
+        countered = any(bool(v) for v in per_sample.get(F.ioaf("countered", norm), []))
         adaptive = [ADAPTIVE] if countered or opts.eot > 1 or opts.bpda else []
         for attack in [a for a, nn_ in plan if nn_ == norm] + adaptive + [WORST]:
             for eps in opts.eps_for(norm):
-                key = eps_key(eps)
-                vals = per_sample.get(f"robust_{attack}_{norm}_{key}")
+                vals = per_sample.get(F.robust(attack, norm, eps))
                 if vals is None:
                     continue
-                k = sum(bool(v) for v in vals)
-                lo, hi = clopper_pearson(k, n)
-                entry = {"robust_accuracy": k / n if n else float("nan"), "ci_low": lo, "ci_high": hi, "n": n,
-                         "robust": k}
-                summary["results"].append({"attack": attack, "norm": norm, "eps": eps, **entry})
-                summary.setdefault(attack, {}).setdefault(norm, {})[key] = entry
-    min_norm = {}
-    for attack in MINIMAL_NORM:
-        vals = per_sample.get(f"{attack}_norm")
-        if vals is None:
-            continue
-        attacked = [v for v, c in zip(vals, per_sample["correct"], strict=True) if c]
-        found = [v for v in attacked if v != float("inf")]
-        stats = summarize(found)
-        stats["count"] = len(found)
-        all_sorted = sorted(attacked)
-        min_norm[attack] = {"attacked": len(attacked), "found": len(found),
-                            "median_all": all_sorted[len(all_sorted) // 2] if all_sorted else float("nan"),
-                            **stats}
+                entry = _robust_entry(sum(bool(v) for v in vals), n)
+                summary["results"].append(ResultRow(attack=attack, norm=norm, eps=eps, **entry))
+                summary.setdefault(attack, {}).setdefault(norm, {})[F.eps_key(eps)] = entry
+    min_norm = {a: _min_norm_stats(per_sample[F.min_norm(a)], per_sample["correct"]) for a in MINIMAL_NORM
+                if F.min_norm(a) in per_sample}
     if min_norm:
         summary["min_norm"] = min_norm
-    breakdown: dict = {}
-    for name, vals in per_sample.items():
-        if name.startswith("autoattack_by_"):
-            norm, key = name.removeprefix("autoattack_by_").split("_", 1)
-            counts: dict[str, int] = {}
-            for v in vals:
-                if v:
-                    counts[v] = counts.get(v, 0) + 1
-            breakdown.setdefault(norm, {})[key] = counts
+    breakdown = _autoattack_breakdown(per_sample)
     if breakdown:
         summary["autoattack_breakdown"] = breakdown
     return summary
 
 
-def _checks_config(opts: AttackOptions, data: ImageData) -> dict:
+def _checks_config(opts: AttackOptions, data: ImageData) -> ChecksConfig:
     if not opts.masking_checks:
         return {"enabled": False}
     numel = 1
     for s in data.input_shape:
         numel *= int(s)
-    out: dict = {"enabled": True, "large_eps": {}, "more_steps": {}, "check_every": opts.check_every,
-                 "restarts_check": {"restarts": 2, "steps": opts.steps * opts.steps_factor},
-                 "square_queries": opts.square_queries}
+    out: ChecksConfig = {"enabled": True, "large_eps": {}, "more_steps": {}, "check_every": opts.check_every,
+                         "restarts_check": {"restarts": 2, "steps": opts.steps * opts.steps_factor},
+                         "square_queries": opts.square_queries}
     for norm in opts.norms:
         if norm not in PGD.norms:
             continue

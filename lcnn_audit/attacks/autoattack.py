@@ -210,6 +210,17 @@ class AutoAttack:
 
     name = "autoattack"
     norms = tuple(AA_NORMS)
+    minimal_norm = False
+    white_box = False  # Square is a black-box attack
+    #: the reference code draws per batch (from the seed and the batch's first index), so a
+    #: sample's result depends on the batch it is in
+    batch_independent = False
+
+    @classmethod
+    def from_options(cls, options, norm: str, eps: float | None = None, steps: int | None = None) -> AutoAttack:
+        """AutoAttack as ``AttackOptions`` configures it (its budgets are its own: ``steps`` is unused)."""
+        return cls(norm, eps, version=options.version, seed=options.seed, attacks=options.aa_attacks,
+                   n_iter=options.aa_n_iter, n_queries=options.aa_n_queries)
 
     def __init__(self, norm: str = "linf", eps: float | None = None, version: str = "standard", seed: int = 0,
                  attacks: list[str] | tuple[str, ...] | None = None, n_iter: int | None = None,

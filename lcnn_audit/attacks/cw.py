@@ -32,6 +32,15 @@ class CarliniWagnerL2:
     name = "cw"
     norms = ("l2",)
     minimal_norm = True
+    white_box = True
+    batch_independent = True
+
+    @classmethod
+    def from_options(cls, options, norm: str = "l2", eps: float | None = None,
+                     steps: int | None = None) -> CarliniWagnerL2:
+        """C&W as ``AttackOptions`` configures it (minimal-norm: ``eps`` and ``steps`` are unused)."""
+        return cls(steps=options.cw_steps, search_steps=options.cw_search_steps, lr=options.cw_lr,
+                   confidence=options.cw_confidence, initial_const=options.cw_initial_const, norm=norm)
 
     def __init__(self, steps: int = 100, search_steps: int = 5, lr: float = 0.01, confidence: float = 0.0,
                  initial_const: float = 0.1, norm: str = "l2"):

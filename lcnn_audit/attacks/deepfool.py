@@ -47,6 +47,13 @@ class DeepFool:
     name = "deepfool"
     norms = ("l2",)
     minimal_norm = True
+    white_box = True
+    batch_independent = True
+
+    @classmethod
+    def from_options(cls, options, norm: str = "l2", eps: float | None = None, steps: int | None = None) -> DeepFool:
+        """DeepFool as ``AttackOptions`` configures it (minimal-norm: ``eps`` and ``steps`` are unused)."""
+        return cls(steps=options.df_steps, overshoot=options.overshoot, candidates=options.candidates, norm=norm)
 
     def __init__(self, steps: int = 50, overshoot: float = 0.02, candidates: int = 10, norm: str = "l2"):
         check_norm("DeepFool", norm, self.norms)

@@ -11,12 +11,19 @@ start) and costs one forward/backward pass and one forward pass.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import UsageError
 from .base import LOSSES, ascent_direction, check_eps, check_norm, input_gradient, project
 
 SUPPORTED_NORMS = ("linf", "l2")
+
+
+@dataclass
+class FGSMOutput:
+    x_adv: torch.Tensor
 
 
 class FGSM:
@@ -28,6 +35,9 @@ class FGSM:
 
     name = "fgsm"
     norms = SUPPORTED_NORMS
+    minimal_norm = False
+    white_box = True
+    batch_independent = True
 
     def __init__(self, norm: str = "linf", eps: float | None = None, loss: str = "ce"):
         check_norm("FGSM", norm, SUPPORTED_NORMS)
@@ -35,11 +45,20 @@ class FGSM:
             raise UsageError(f"FGSM: unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
         self.norm, self.eps, self.loss = norm, check_eps("FGSM", eps), loss
 
+    @classmethod
+    def from_options(cls, options, norm: str, eps: float | None = None, steps: int | None = None) -> FGSM:
+        """FGSM as ``AttackOptions`` configures it (one step: ``steps`` is unused)."""
+        return cls(norm, eps, loss=options.loss)
+
     def __repr__(self) -> str:
         return f"FGSM(norm={self.norm!r}, eps={self.eps:g}, loss={self.loss!r})"
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.run(model, x, y, index).x_adv
+
+    def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> FGSMOutput:
+        """The one-step attack; ``x_adv`` lies in the eps-ball ∩ [0, 1]."""
         x = x.detach()
         g, _, _ = input_gradient(model, x, y.to(x.device), self.loss)
         delta = project(x, self.eps * ascent_direction(g, self.norm), self.norm, self.eps)
-        return (x + delta).clamp_(0.0, 1.0)
+        return FGSMOutput((x + delta).clamp_(0.0, 1.0))

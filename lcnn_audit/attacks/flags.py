@@ -36,9 +36,11 @@ sample it breaks that every white-box attack left intact raises the flag.
 
 from __future__ import annotations
 
+from . import fields as F
 from .autoattack import BLACK_BOX
 from .indicators import INDICATORS, RAISE_SHARE
-from .options import WHITE_BOX, AttackOptions, eps_key
+from .options import AttackOptions
+from .registry import ATTACKS
 
 LARGE_EPS_MAX_SHARE = 0.01
 BLACK_BOX_MAX_SHARE = 0.002
@@ -73,7 +75,7 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
     ran_aa = any(a == "autoattack" for a, _ in plan)
 
     def aa_check(name: str) -> bool | None:
-        return _any_check(per_sample, "autoattack_checks_", name) if ran_aa else None
+        return _any_check(per_sample, F.AUTOATTACK_CHECKS, name) if ran_aa else None
 
     # zero gradients
     zero = sum(bool(v) for v in per_sample.get("zero_grad", []))
@@ -98,31 +100,30 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
 
     if options.masking_checks:
         # robust at a very large eps
-        large = [k for k in per_sample if k.startswith("check_large_eps_")]
+        large = F.with_prefix(per_sample, F.LARGE_EPS)
         if large:
             flags["large_eps_not_broken"] = False
             for k in large:
                 share = _share(per_sample[k])
                 if share > LARGE_EPS_MAX_SHARE:
                     flags["large_eps_not_broken"] = True
-                    norm = k.removeprefix("check_large_eps_")
+                    norm = F.parse(k).norm
                     messages.append(f"large_eps_not_broken: PGD-{norm} at the box diameter still leaves "
                                     f"{share:.1%} of the inputs correctly classified (should be ~0); the "
                                     "gradients may be masked")
         # more steps give a higher accuracy
-        more = [k for k in per_sample if k.startswith("check_more_steps_")]
+        more = F.with_prefix(per_sample, F.MORE_STEPS)
         if more:
             flags["more_steps_higher_accuracy"] = False
             for k in more:
-                rest = k.removeprefix("check_more_steps_")
-                base = per_sample.get(f"robust_pgd_{rest}")
+                norm, eps = F.parse(k).norm, F.parse(k).eps
+                base = per_sample.get(F.robust("pgd", norm, eps))
                 if base is None:
                     continue
                 a_more, a_base = _share(per_sample[k]), _share(base)
                 extra = sum(bool(v) for v in per_sample[k]) - sum(bool(v) for v in base)
                 if a_more - a_base > MORE_STEPS_TOLERANCE and extra >= MORE_STEPS_MIN_SAMPLES:
                     flags["more_steps_higher_accuracy"] = True
-                    norm, eps = rest.split("_", 1)
                     messages.append(f"more_steps_higher_accuracy: PGD-{norm} at eps {eps} with "
                                     f"{options.steps_factor}x the steps gives robust accuracy {a_more:.1%}, higher "
                                     f"than {a_base:.1%} with {options.steps} steps; the loss surface may be "
@@ -132,13 +133,13 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
     if ran_aa and any(b in _sub_attacks(options) for b in BLACK_BOX):
         flags["black_box_stronger"] = False
         for norm in options.norms:
-            wb = [a for a, nn in plan if nn == norm and a in WHITE_BOX]
+            wb = [a for a, nn in plan if nn == norm and ATTACKS[a].white_box]
             for eps in options.eps_for(norm):
-                key = eps_key(eps)
-                by = per_sample.get(f"autoattack_by_{norm}_{key}")
+                key = F.eps_key(eps)
+                by = per_sample.get(F.autoattack_by(norm, key))
                 if by is None:
                     continue
-                intact = [all(per_sample[f"robust_{a}_{norm}_{key}"][i] for a in wb) for i in range(n)]
+                intact = [all(per_sample[F.robust(a, norm, key)][i] for a in wb) for i in range(n)]
                 count = sum(1 for i in range(n) if by[i] in BLACK_BOX and intact[i])
                 if count / n > BLACK_BOX_MAX_SHARE:
                     flags["black_box_stronger"] = True
@@ -160,7 +161,7 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
         if val:
             messages.append(f"{flag}: {what}")
     # the small black-box check of the masking checks
-    bb = [k for k in per_sample if k.startswith("check_black_box_")]
+    bb = F.with_prefix(per_sample, F.BLACK_BOX)
     if bb:
         if flags["black_box_stronger"] is None:
             flags["black_box_stronger"] = False
@@ -168,8 +169,8 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
             count = sum(bool(v) for v in per_sample[k])
             if count:
                 flags["black_box_stronger"] = True
-                norm, eps = k.removeprefix("check_black_box_").split("_", 1)
-                checked = sum(bool(v) for v in per_sample.get(f"ioaf_checked_{norm}", []))
+                norm, eps = F.parse(k).norm, F.parse(k).eps
+                checked = sum(bool(v) for v in per_sample.get(F.ioaf("checked", norm), []))
                 messages.append(f"black_box_stronger: at {norm} eps {eps} a {options.square_queries}-query Square "
                                 f"attack broke {count} of the {checked} checked input(s) that every white-box attack "
                                 "left intact; the gradients may be masked or shattered (try --bpda NAME)")
@@ -199,8 +200,8 @@ _ADVICE = {
 }
 
 
-def _count_field(name: str) -> str:
-    return {"unreachable_misclassification": "check_large_eps"}.get(name, f"ioaf_{name}")
+def _count_field(name: str, norm: str) -> str:
+    return F.large_eps(norm) if name == "unreachable_misclassification" else F.ioaf(name, norm)
 
 
 def indicator_summary(per_sample: dict[str, list], options: AttackOptions) -> dict:
@@ -214,18 +215,18 @@ def indicator_summary(per_sample: dict[str, list], options: AttackOptions) -> di
     for name in INDICATORS:
         count = checked = 0
         if name == "unavailable_gradients":
-            vals = per_sample.get("ioaf_unavailable_gradients")
+            vals = per_sample.get(F.ioaf("unavailable_gradients"))
             if vals is not None:
                 count, checked = sum(bool(v) for v in vals), sum(correct)
         else:
             for norm in options.norms:
-                vals = per_sample.get(f"{_count_field(name)}_{norm}")
+                vals = per_sample.get(_count_field(name, norm))
                 if vals is None:
                     continue
                 if name == "non_convergence":
-                    checked += sum(bool(v) for v in per_sample.get(f"ioaf_checked_{norm}", []))
+                    checked += sum(bool(v) for v in per_sample.get(F.ioaf("checked", norm), []))
                 elif name == "transfer_failure":
-                    checked += sum(bool(v) for v in per_sample.get(f"ioaf_countered_{norm}", []))
+                    checked += sum(bool(v) for v in per_sample.get(F.ioaf("countered", norm), []))
                 else:
                     checked += sum(correct)
                 count += sum(bool(v) for v in vals)

@@ -1,38 +1,48 @@
-"""``AttackOptions``: what ``lcnn-audit attack`` runs, validated up front (every problem at once)."""
+"""``AttackOptions``: what ``lcnn-audit attack`` runs, validated up front (every problem at once).
+
+``AttackOptions`` is a frozen dataclass in the style of :mod:`lcnn_audit.options`: sequences
+are tuples, :meth:`AttackOptions.problems` lists what is wrong, :meth:`AttackOptions.validate`
+raises one :class:`~lcnn_audit.options.OptionsError`. Comma-separated text (the CLI's
+``--attack pgd,fgsm``) is parsed by :meth:`AttackOptions.from_cli` / :func:`split_names`,
+never by the dataclass. Attacks are built from the registry (:mod:`.registry`).
+"""
 
 from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from ..errors import UsageError
-from .autoattack import SUB_ATTACKS, VERSIONS, AutoAttack
+from ..options import Problem, finite_problems, validate
+from .autoattack import SUB_ATTACKS, VERSIONS
 from .base import LOSSES, NORMS
-from .cw import CarliniWagnerL2
-from .deepfool import DeepFool
-from .fgsm import FGSM
-from .pgd import PGD, STEP_RULES
+from .fields import eps_key
+from .pgd import STEP_RULES
+from .registry import ADAPTIVE, ATTACKS, MINIMAL_NORM, WHITE_BOX, build_attack
 
-#: name -> attack class (the registry; its errors list the valid names).
-ATTACKS: dict[str, type] = {"pgd": PGD, "fgsm": FGSM, "deepfool": DeepFool, "cw": CarliniWagnerL2,
-                            "autoattack": AutoAttack}
-#: Attacks that follow the model's gradient (Square inside AutoAttack is the black-box one).
-WHITE_BOX = ("pgd", "fgsm", "deepfool", "cw")
-#: Minimal-norm attacks: run once, then every eps of the sweep is read off their norms.
-MINIMAL_NORM = ("deepfool", "cw")
+__all__ = ["ADAPTIVE", "ANY_NORM", "ATTACKS", "DEFAULT_EPS", "MINIMAL_NORM", "WHITE_BOX", "WORST", "AttackOptions",
+           "eps_key", "parse_eps", "parse_eps_value", "split_names"]
+
 #: Default eps sweeps: LCNN paper Table 2 (L2), the usual 1..8/255 (Linf), AutoAttack's L1 range.
 DEFAULT_EPS = {"l2": (0.05, 0.1, 0.15, 0.2), "linf": (1 / 255, 2 / 255, 4 / 255, 8 / 255), "l1": (3.0, 6.0, 12.0)}
 WORST = "worst_case"
-#: The adaptive counter's row: PGD with the margin loss, EOT and BPDA (see :mod:`.counters`).
-ADAPTIVE = "pgd_adaptive"
 #: Key of an ``eps`` dict entry that applies to every norm without its own sweep.
 ANY_NORM = "*"
+#: Float fields that must be finite (eps has its own, more specific check).
+_FINITE = ("step_size", "overshoot", "cw_lr", "cw_confidence", "cw_initial_const")
+#: Fields that hold a sequence of names.
+_NAMES = ("attacks", "norms", "aa_attacks", "bpda")
+#: (field, least value) of the integer fields.
+_AT_LEAST = (("steps", 1), ("restarts", 1), ("df_steps", 1), ("candidates", 2), ("cw_steps", 1),
+             ("cw_search_steps", 1), ("steps_factor", 2), ("eot", 1), ("check_every", 1), ("square_queries", 1))
 
 
-def eps_key(eps: float) -> str:
-    """The eps as it appears in field names and summary keys: ``f"{eps:g}"`` (0.1 -> "0.1")."""
-    return f"{eps:g}"
+def split_names(text: str | None, lower: bool = True) -> tuple[str, ...]:
+    """Comma-separated names (``"pgd, FGSM"`` -> ``("pgd", "fgsm")``); ``lower=False`` keeps case
+    (module names for ``--bpda``)."""
+    parts = (p.strip() for p in (text or "").split(","))
+    return tuple(p.lower() if lower else p for p in parts if p)
 
 
 def parse_eps_value(text: str) -> float:
@@ -76,7 +86,11 @@ def parse_eps(specs: list[str] | tuple[str, ...] | None) -> dict[str, tuple[floa
     return common
 
 
-@dataclass
+def _floats(v) -> tuple[float, ...]:
+    return (float(v),) if isinstance(v, (int, float)) else tuple(float(e) for e in v)
+
+
+@dataclass(frozen=True)
 class AttackOptions:
     """Options of :func:`lcnn_audit.attacks.attack_audit` (field names follow the CLI flags).
 
@@ -85,6 +99,8 @@ class AttackOptions:
     ``steps_factor``× the steps at the middle eps, and PGD at the box diameter).
     """
 
+    # attacks are registry names (registry.ATTACKS). Lists become tuples and names are
+    # lower-cased on construction; a comma-separated string is not split (see from_cli).
     attacks: tuple[str, ...] = ("pgd",)
     norms: tuple[str, ...] = ("l2",)
     eps: dict[str, tuple[float, ...]] | tuple[float, ...] | None = None
@@ -114,34 +130,59 @@ class AttackOptions:
     check_every: int = 8
     square_queries: int = 300
     seed: int = 0
-    notices: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self):
-        self.attacks = tuple(a.strip().lower() for a in (self.attacks.split(",") if isinstance(self.attacks, str)
-                                                         else self.attacks) if a.strip())
-        self.norms = tuple(n.strip().lower() for n in (self.norms.split(",") if isinstance(self.norms, str)
-                                                       else self.norms) if n.strip())
-        if isinstance(self.eps, (int, float)):
-            self.eps = (float(self.eps),)
-        elif isinstance(self.eps, dict):
-            self.eps = {str(k).lower(): tuple(float(e) for e in ((v,) if isinstance(v, (int, float)) else v))
-                        for k, v in self.eps.items()}
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("attacks", "norms"):
+            v = getattr(self, name)
+            if not isinstance(v, str):  # a string stays as it is: problems() refuses it
+                put(name, tuple(str(a).strip().lower() for a in v if str(a).strip()))
+        if isinstance(self.eps, dict):
+            put("eps", {str(k).lower(): _floats(v) for k, v in self.eps.items()})
         elif self.eps is not None:
-            self.eps = tuple(float(e) for e in self.eps)
-        if self.aa_attacks is not None:
-            self.aa_attacks = tuple(self.aa_attacks)
-        if isinstance(self.bpda, str):
-            self.bpda = tuple(p.strip() for p in self.bpda.split(",") if p.strip())
-        self.bpda = tuple(self.bpda or ())
+            put("eps", _floats(self.eps))
+        if self.aa_attacks is not None and not isinstance(self.aa_attacks, str):
+            put("aa_attacks", tuple(self.aa_attacks))
+        if not isinstance(self.bpda, str):
+            put("bpda", tuple(self.bpda or ()))
+
+    @classmethod
+    def from_cli(cls, attack: str | None = "pgd", norm: str | None = "l2", eps: list[str] | None = None,
+                 aa_attacks: str | None = None, bpda: str | None = None, step_rule: str | None = None,
+                 **options) -> AttackOptions:
+        """The options from the CLI's text: comma-separated ``attack``, ``norm``, ``aa_attacks``
+        and ``bpda`` (module names, case kept), ``--eps`` specs (:func:`parse_eps`); every other
+        keyword is a field as it is. Not validated."""
+        return cls(attacks=split_names(attack), norms=split_names(norm), eps=parse_eps(eps),
+                   aa_attacks=split_names(aa_attacks) or None, bpda=split_names(bpda, lower=False),
+                   step_rule=step_rule.strip().lower() if step_rule else None, **options)
 
     @property
     def counters(self) -> bool:
         """Whether the adaptive counter may run (always with --eot/--bpda, else on saturated inputs)."""
         return self.eot > 1 or bool(self.bpda) or self.auto_margin
 
+    @property
+    def notices(self) -> list[str]:
+        """One line per attack that skips some of ``norms`` (it does not support them)."""
+        known_n = [n for n in self.norms if n in NORMS]
+        out = []
+        for a in self._known_attacks():
+            ok = [n for n in known_n if n in ATTACKS[a].norms]
+            if ok and len(ok) < len(known_n):
+                skipped = [n for n in known_n if n not in ok]
+                out.append(f"{a} supports only {', '.join(ATTACKS[a].norms)}; it does not run for {', '.join(skipped)}")
+        return out
+
+    def _known_attacks(self) -> list[str]:
+        return [a for a in self.attacks if a in ATTACKS] if isinstance(self.attacks, tuple) else []
+
     # ------------------------------------------------------------------ plan
 
     def eps_for(self, norm: str) -> list[float]:
+        """The eps sweep of ``norm``, ascending, without repeats."""
         if isinstance(self.eps, dict):
             vals = self.eps.get(norm, self.eps.get(ANY_NORM, DEFAULT_EPS[norm]))
         elif self.eps is not None:
@@ -154,118 +195,117 @@ class AttackOptions:
         """The (attack, norm) pairs that run, norm-major, in the order given."""
         return [(a, n) for n in self.norms for a in self.attacks if a in ATTACKS and n in ATTACKS[a].norms]
 
-    def validate(self) -> AttackOptions:
-        """Raise one :class:`UsageError` listing every problem; record notices for skipped pairs."""
-        from ..validation import finite_problems
+    # ------------------------------------------------------------------ validation
 
-        problems: list[str] = finite_problems((k, getattr(self, k)) for k in (
-            "step_size", "overshoot", "cw_lr", "cw_confidence", "cw_initial_const"))
-        if not self.attacks:
-            problems.append("--attack is empty")
+    def problems(self) -> list[Problem]:
+        """Every problem with these options (an empty list when they are fine)."""
+        strings = [Problem(f, f"must be a sequence of names, got the string {getattr(self, f)!r}; split "
+                              "comma-separated text with lcnn_audit.attacks.options.split_names")
+                   for f in _NAMES if isinstance(getattr(self, f), str)]
+        if strings:
+            return strings
+        return ([p for p in finite_problems(self) if p.field in _FINITE] + self._attack_problems()
+                + self._norm_problems() + self._eps_problems() + self._setting_problems())
+
+    def _attack_problems(self) -> list[Problem]:
+        out = [] if self.attacks else [Problem("attacks", "is empty")]
         for a in self.attacks:
             if a not in ATTACKS:
                 hint = difflib.get_close_matches(a, list(ATTACKS), n=1)
-                problems.append(f"unknown attack {a!r}" + (f" (did you mean {hint[0]}?)" if hint else "")
-                                + f"; use one of {', '.join(ATTACKS)}")
+                out.append(Problem(None, f"unknown attack {a!r}" + (f" (did you mean {hint[0]}?)" if hint else "")
+                                   + f"; use one of {', '.join(ATTACKS)}"))
         if len(set(self.attacks)) != len(self.attacks):
-            problems.append(f"--attack lists an attack twice: {', '.join(self.attacks)}")
-        if not self.norms:
-            problems.append("--norm is empty")
-        for n in self.norms:
-            if n not in NORMS:
-                problems.append(f"unknown norm {n!r}; use one of {', '.join(NORMS)}")
+            out.append(Problem("attacks", f"lists an attack twice: {', '.join(self.attacks)}"))
+        return out
+
+    def _norm_problems(self) -> list[Problem]:
+        out = [] if self.norms else [Problem("norms", "is empty")]
+        out += [Problem(None, f"unknown norm {n!r}; use one of {', '.join(NORMS)}") for n in self.norms
+                if n not in NORMS]
         if len(set(self.norms)) != len(self.norms):
-            problems.append(f"--norm lists a norm twice: {', '.join(self.norms)}")
-        known_a = [a for a in self.attacks if a in ATTACKS]
-        known_n = [n for n in self.norms if n in NORMS]
-        self.notices = []
+            out.append(Problem("norms", f"lists a norm twice: {', '.join(self.norms)}"))
+        known_a, known_n = self._known_attacks(), [n for n in self.norms if n in NORMS]
         for a in known_a:
-            ok = [n for n in known_n if n in ATTACKS[a].norms]
-            if known_n and not ok:
-                problems.append(f"{a} supports the norms {', '.join(ATTACKS[a].norms)}, none of --norm "
-                                f"{','.join(known_n)}")
-            elif len(ok) < len(known_n):
-                skipped = [n for n in known_n if n not in ok]
-                self.notices.append(f"{a} supports only {', '.join(ATTACKS[a].norms)}; it does not run for "
-                                    f"{', '.join(skipped)}")
+            if known_n and not any(n in ATTACKS[a].norms for n in known_n):
+                out.append(Problem(None, f"{a} supports the norms {', '.join(ATTACKS[a].norms)}, none of those in "
+                                         f"{{norms}} ({','.join(known_n)})"))
         for n in known_n:
             if known_a and not any(n in ATTACKS[a].norms for a in known_a):
-                problems.append(f"no selected attack supports the {n} norm (autoattack covers linf, l2 and l1)")
+                out.append(Problem(None, f"no selected attack supports the {n} norm (autoattack covers linf, l2 "
+                                         "and l1)"))
+        return out
+
+    def _eps_problems(self) -> list[Problem]:
+        out = []
+        for n in [n for n in self.norms if n in NORMS]:
             vals = self.eps_for(n)
             bad = [e for e in vals if not (math.isfinite(e) and e > 0)]
             if bad:
-                problems.append(f"eps for {n} must be positive and finite, got {bad}")
+                out.append(Problem("eps", f"for {n} must be positive and finite, got {bad}"))
             if n == "linf" and any(e > 1 for e in vals if math.isfinite(e)):
-                problems.append(f"linf eps above 1 exceed the [0,1] input range: {[e for e in vals if e > 1]}")
+                out.append(Problem(None, f"linf {{eps}} above 1 exceed the [0,1] input range: "
+                                         f"{[e for e in vals if e > 1]}"))
             keys = [eps_key(e) for e in vals]
             if len(set(keys)) != len(keys):
-                problems.append(f"eps values for {n} are too close to tell apart in field names: {keys}")
+                out.append(Problem(None, f"{{eps}} values for {n} are too close to tell apart in field names: {keys}"))
         if isinstance(self.eps, dict):
-            extra = [k for k in self.eps if k not in known_n and k != ANY_NORM]
+            extra = [k for k in self.eps if k not in self.norms or k not in NORMS]
+            extra = [k for k in extra if k != ANY_NORM]
             if extra:
-                problems.append(f"--eps given for norm(s) {extra} that are not in --norm {','.join(self.norms)}")
-        for name, v, lo in (("steps", self.steps, 1), ("restarts", self.restarts, 1), ("df_steps", self.df_steps, 1),
-                            ("candidates", self.candidates, 2), ("cw_steps", self.cw_steps, 1),
-                            ("cw_search_steps", self.cw_search_steps, 1), ("steps_factor", self.steps_factor, 2),
-                            ("eot", self.eot, 1), ("check_every", self.check_every, 1),
-                            ("square_queries", self.square_queries, 1)):
-            if int(v) < lo:
-                problems.append(f"{name.replace('_', '-')} must be >= {lo}, got {v}")
+                out.append(Problem("eps", f"given for norm(s) {extra} that are not in {{norms}} "
+                                          f"{','.join(self.norms)}"))
+        return out
+
+    def _setting_problems(self) -> list[Problem]:
+        out = [Problem(name, f"must be >= {lo}, got {getattr(self, name)}") for name, lo in _AT_LEAST
+               if int(getattr(self, name)) < lo]
         if self.step_size is not None and not self.step_size > 0:
-            problems.append(f"step-size must be positive, got {self.step_size}")
+            out.append(Problem("step_size", f"must be positive, got {self.step_size}"))
         if self.step_rule is not None and self.step_rule not in STEP_RULES:
-            problems.append(f"unknown step rule {self.step_rule!r}; use one of {', '.join(STEP_RULES)}")
+            out.append(Problem(None, f"unknown step rule {self.step_rule!r}; use one of {', '.join(STEP_RULES)}"))
         if self.step_rule == "apgd" and self.step_size is not None:
-            problems.append("--step-size sets a fixed step; it does not combine with --step-rule apgd")
+            out.append(Problem(None, "{step_size} sets a fixed step; it does not combine with {step_rule} apgd"))
         if self.loss not in LOSSES:
-            problems.append(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+            out.append(Problem(None, f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}"))
+        out += self._autoattack_problems()
+        if not self.overshoot >= 0:
+            out.append(Problem("overshoot", f"must be >= 0, got {self.overshoot}"))
+        if not self.cw_lr > 0 or not self.cw_initial_const > 0 or not self.cw_confidence >= 0:
+            out.append(Problem(None, "{cw_lr} and {cw_initial_const} must be positive and {cw_confidence} >= 0"))
+        return out
+
+    def _autoattack_problems(self) -> list[Problem]:
+        out = []
         if self.version not in VERSIONS:
-            problems.append(f"unknown AutoAttack version {self.version!r}; use one of {', '.join(VERSIONS)}")
+            out.append(Problem(None, f"unknown AutoAttack version {self.version!r}; use one of {', '.join(VERSIONS)}"))
         if self.version == "custom" and not self.aa_attacks:
-            problems.append(f"--version custom needs --aa-attacks (from {', '.join(SUB_ATTACKS)})")
+            out.append(Problem(None, f"{{version}} custom needs {{aa_attacks}} (from {', '.join(SUB_ATTACKS)})"))
         if self.aa_attacks and self.version != "custom":
-            problems.append("--aa-attacks needs --version custom")
+            out.append(Problem(None, "{aa_attacks} needs {version} custom"))
         unknown = [a for a in (self.aa_attacks or ()) if a not in SUB_ATTACKS]
         if unknown:
-            problems.append(f"unknown AutoAttack sub-attack(s) {unknown}; use {', '.join(SUB_ATTACKS)}")
-        for name, v in (("aa-n-iter", self.aa_n_iter), ("aa-n-queries", self.aa_n_queries)):
+            out.append(Problem(None, f"unknown AutoAttack sub-attack(s) {unknown}; use {', '.join(SUB_ATTACKS)}"))
+        for name in ("aa_n_iter", "aa_n_queries"):
+            v = getattr(self, name)
             if v is not None and int(v) < 1:
-                problems.append(f"{name} must be >= 1, got {v}")
-        if not self.overshoot >= 0:
-            problems.append(f"overshoot must be >= 0, got {self.overshoot}")
-        if not self.cw_lr > 0 or not self.cw_initial_const > 0 or not self.cw_confidence >= 0:
-            problems.append("cw-lr and cw-initial-const must be positive and cw-confidence >= 0")
-        if problems:
-            raise UsageError(f"{len(problems)} problem(s) with the attack options: " + "; ".join(problems)
-                             if len(problems) > 1 else problems[0])
+                out.append(Problem(name, f"must be >= 1, got {v}"))
+        return out
+
+    def validate(self) -> AttackOptions:
+        """Raise one :class:`~lcnn_audit.options.OptionsError` listing every problem; returns
+        ``self`` so that ``AttackOptions(...).validate()`` can be assigned."""
+        validate(self)
         return self
 
     # ------------------------------------------------------------------ building
 
     def build(self, attack: str, norm: str, eps: float | None = None, steps: int | None = None):
-        """The attack object for one (attack, norm, eps)."""
-        if attack == "pgd":
-            return PGD(norm, eps, steps=steps or self.steps, step_size=self.step_size, restarts=self.restarts,
-                       random_start=self.random_start, seed=self.seed, loss=self.loss, step_rule=self.step_rule)
-        if attack == "fgsm":
-            return FGSM(norm, eps, loss=self.loss)
-        if attack == "deepfool":
-            return DeepFool(steps=self.df_steps, overshoot=self.overshoot, candidates=self.candidates)
-        if attack == "cw":
-            return CarliniWagnerL2(steps=self.cw_steps, search_steps=self.cw_search_steps, lr=self.cw_lr,
-                                   confidence=self.cw_confidence, initial_const=self.cw_initial_const)
-        if attack == "autoattack":
-            return AutoAttack(norm, eps, version=self.version, seed=self.seed, attacks=self.aa_attacks,
-                              n_iter=self.aa_n_iter, n_queries=self.aa_n_queries)
-        if attack == ADAPTIVE:
-            return PGD(norm, eps, steps=steps or self.steps, step_size=self.step_size, restarts=self.restarts,
-                       random_start=self.random_start, seed=self.seed, loss="margin", eot=self.eot,
-                       step_rule=self.step_rule)
-        raise UsageError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
+        """The attack object for one (attack, norm, eps), from the registry (:func:`.registry.build_attack`)."""
+        return build_attack(attack, self, norm, eps, steps)
 
     def to_dict(self) -> dict:
+        """The JSON form (``config.options`` of a result): lists, and every norm's eps sweep."""
         d = asdict(self)
-        d.pop("notices", None)
         d["eps"] = {n: self.eps_for(n) for n in self.norms if n in NORMS}
         d["attacks"], d["norms"] = list(self.attacks), list(self.norms)
         if self.aa_attacks is not None:

@@ -108,6 +108,9 @@ class PGD:
 
     name = "pgd"
     norms = SUPPORTED_NORMS
+    minimal_norm = False
+    white_box = True
+    batch_independent = True
 
     def __init__(self, norm: str = "l2", eps: float | None = None, steps: int = 10, step_size: float | None = None,
                  restarts: int = 1, random_start: bool = True, seed: int = 0, loss: str = "ce",
@@ -136,6 +139,20 @@ class PGD:
         self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps / self.steps
         self.start_mode = start if random_start else "none"
         self.random_start, self.seed, self.loss, self.eot = self.start_mode != "none", int(seed), loss, int(eot)
+
+    @classmethod
+    def from_options(cls, options, norm: str, eps: float | None = None, steps: int | None = None) -> PGD:
+        """PGD as ``AttackOptions`` configures it (``steps`` overrides ``options.steps``)."""
+        return cls(norm, eps, steps=steps or options.steps, step_size=options.step_size, restarts=options.restarts,
+                   random_start=options.random_start, seed=options.seed, loss=options.loss,
+                   step_rule=options.step_rule)
+
+    @classmethod
+    def adaptive_from_options(cls, options, norm: str, eps: float | None = None, steps: int | None = None) -> PGD:
+        """The adaptive counter of :mod:`.counters`: PGD with the margin loss and ``options.eot``."""
+        return cls(norm, eps, steps=steps or options.steps, step_size=options.step_size, restarts=options.restarts,
+                   random_start=options.random_start, seed=options.seed, loss="margin", eot=options.eot,
+                   step_rule=options.step_rule)
 
     def __repr__(self) -> str:
         return (f"PGD(norm={self.norm!r}, eps={self.eps:g}, steps={self.steps}, step_size={self.step_size:g}, "

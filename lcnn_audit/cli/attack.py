@@ -22,23 +22,16 @@ def eps_label(eps: float, norm: str) -> str:
     return eps_text(eps, norm, with_value=True)
 
 
-def _csv(text: str | None) -> tuple[str, ...]:
-    return tuple(p.strip().lower() for p in (text or "").split(",") if p.strip())
-
-
-def _csv_names(text: str | None) -> tuple[str, ...]:
-    """Comma-separated module names, case kept."""
-    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
-
-
 @app.command()
 @command_options("model", "data", "output", "resume")
 def attack(
     ctx: Ctx,
-    attack: Annotated[str, typer.Option("--attack", help="Comma-separated: pgd, fgsm, deepfool, cw, autoattack.",
+    attack: Annotated[str, typer.Option("--attack", "--attacks",
+                                        help="Comma-separated: pgd, fgsm, deepfool, cw, autoattack.",
                                         rich_help_panel=A)] = "pgd",
-    norm: Annotated[str, typer.Option("--norm", help="Comma-separated threat models: l2, linf, l1 (l1: autoattack "
-                                                     "only; deepfool and cw: l2 only).", rich_help_panel=A)] = "l2",
+    norm: Annotated[str, typer.Option("--norm", "--norms",
+                                      help="Comma-separated threat models: l2, linf, l1 (l1: autoattack only; "
+                                           "deepfool and cw: l2 only).", rich_help_panel=A)] = "l2",
     eps: Annotated[list[str] | None, typer.Option(
         "--eps", help="Eps sweep, all computed in one run: 0.05,0.1,0.15,0.2 (every norm) or NORM=LIST for one norm "
                       "(repeatable); fractions like 8/255 work. Default: l2 0.05,0.1,0.15,0.2 (LCNN Table 2), "
@@ -104,17 +97,15 @@ def attack(
 ) -> None:
     """Robust accuracy against eps with per-sample worst case, 95 % intervals and gradient-masking flags."""
     from ..attacks import AttackOptions, attack_audit
-    from ..attacks.options import parse_eps
     from ..attacks.plot import check_plot_path
 
-    opts = AttackOptions(
-        attacks=_csv(attack), norms=_csv(norm), eps=parse_eps(eps), steps=steps, step_size=step_size,
-        step_rule=step_rule.strip().lower() if step_rule else None,
-        restarts=restarts, random_start=random_start, loss=loss, version=version,
-        aa_attacks=_csv(aa_attacks) or None, aa_n_iter=aa_n_iter, aa_n_queries=aa_n_queries, df_steps=df_steps,
-        overshoot=overshoot, candidates=candidates, cw_steps=cw_steps, cw_search_steps=cw_search_steps, cw_lr=cw_lr,
-        cw_confidence=cw_confidence, cw_initial_const=cw_initial_const, masking_checks=masking_checks, seed=ctx.seed,
-        eot=eot, bpda=_csv_names(bpda), auto_margin=auto_margin, check_every=check_every, square_queries=square_queries,
+    opts = AttackOptions.from_cli(
+        attack=attack, norm=norm, eps=eps, step_rule=step_rule, aa_attacks=aa_attacks, bpda=bpda, steps=steps,
+        step_size=step_size, restarts=restarts, random_start=random_start, loss=loss, version=version,
+        aa_n_iter=aa_n_iter, aa_n_queries=aa_n_queries, df_steps=df_steps, overshoot=overshoot, candidates=candidates,
+        cw_steps=cw_steps, cw_search_steps=cw_search_steps, cw_lr=cw_lr, cw_confidence=cw_confidence,
+        cw_initial_const=cw_initial_const, masking_checks=masking_checks, seed=ctx.seed, eot=eot,
+        auto_margin=auto_margin, check_every=check_every, square_queries=square_queries,
     ).validate()
     if plot is not None:
         check_plot_path(plot)
