@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LcnnAuditError, UsageError
+from ..io import partial_path
 from .progress import configure_logging, progress_display
 from .width import print_wide
 
@@ -166,7 +167,7 @@ class Ctx:
     @property
     def state_path(self) -> Path | None:
         jp = self.opts.get("json_path")
-        return jp.with_name(jp.name + ".partial") if jp else None
+        return partial_path(jp) if jp else None
 
     @property
     def run_kwargs(self) -> dict:

@@ -27,10 +27,10 @@ from torch import nn
 from .. import rng
 from ..coerce import as_image_data
 from ..data import ImageData
-from ..errors import UsageError
 from ..independence import check_batch_independence
 from ..loading import check_model_data, require_finite
 from ..notices import emit_notices
+from ..options import Problem, finite_problems, nested, validate
 from ..progress import new_phase
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, run_batches
@@ -55,17 +55,20 @@ class GradRobustnessOptions:
     adv_steps: int = 5
     curvature: CurvatureOptions = field(default_factory=CurvatureOptions)
 
-    def validate(self) -> None:
-        from ..validation import check_finite
-
-        check_finite(self)
+    def problems(self) -> list[Problem]:
+        """Every problem of these settings; the curvature engine's as ``curvature.FIELD``."""
+        out = finite_problems(self)
         if not self.radii or any(not (r > 0 and math.isfinite(r)) for r in self.radii):
-            raise UsageError("--radii must be positive numbers")
+            out.append(Problem("radii", "must be positive numbers"))
         if self.draws < 1:
-            raise UsageError("--draws must be at least 1")
+            out.append(Problem("draws", "must be at least 1"))
         if self.adv_steps < 1:
-            raise UsageError("--adv-steps must be at least 1")
-        self.curvature.validate()
+            out.append(Problem("adv_steps", "must be at least 1"))
+        return out + nested("curvature", self.curvature.problems())
+
+    def validate(self) -> None:
+        """Raise one OptionsError listing every problem."""
+        validate(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
