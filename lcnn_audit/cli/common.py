@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LcnnAuditError, UsageError
-from ..io import partial_path
 from .progress import configure_logging, progress_display
 from .width import print_wide
 
@@ -166,6 +165,8 @@ class Ctx:
 
     @property
     def state_path(self) -> Path | None:
+        from ..io import partial_path  # at run time: the help screens need no output plumbing
+
         jp = self.opts.get("json_path")
         return partial_path(jp) if jp else None
 
