@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lcnn_audit.attacks.adv_store import AdvStore
-from lcnn_audit.audits import bound, grad_robustness
+from lcnn_audit.audits import bound, discrepancy, grad_robustness
 from lcnn_audit.audits.discrepancy import DiscrepancyOptions
 from lcnn_audit.cli.common import Ctx
 from lcnn_audit.data import load_data
@@ -21,6 +21,7 @@ from lcnn_audit.geometry.robustness import GradRobustnessOptions, model_summarie
 from lcnn_audit.io import partial_path
 from lcnn_audit.loading import load_model
 from lcnn_audit.options import OptionsError, flag_label
+from lcnn_audit.runner import part_state_path, state_files
 
 from .gate_helpers import invoke
 
@@ -107,7 +108,15 @@ def test_the_bound_input_shape_has_one_rule():
     assert res.summary["input_shape"] == [1, 28, 28] and res.config["input_shape"] == [1, 28, 28]
 
 
-def test_one_partial_path_convention():
+def test_one_partial_path_convention(tmp_path):
     assert partial_path("out/r.json") == Path("out/r.json.partial")
+    assert part_state_path(partial_path("out/r.json"), "train") == Path("out/r.json.partial.train")
+    # the discrepancy keeps one state per split there, and the CLI's clean-up finds both
+    state = partial_path(tmp_path / "r.json")
+    data = load_data("demo", n=2)
+    opts = DiscrepancyOptions(curvature=CurvatureOptions(max_iter=3, fro_probes=0, jacobian="off"))
+    discrepancy.run(load_model("demo", device="cpu"), data, opts, train_data=load_data("demo", "train", n=2),
+                    state_path=state, keep_state=True)
+    assert sorted(f.name for f in state_files(state)) == ["r.json.partial.test", "r.json.partial.train"]
     assert Ctx({"json_path": Path("out/r.json")}).state_path == partial_path("out/r.json")
     assert AdvStore("out/adv.safetensors").dir == partial_path("out/adv.safetensors")

@@ -33,7 +33,7 @@ from ..notices import emit_notices
 from ..options import Problem, finite_problems, nested, validate
 from ..progress import new_phase
 from ..results import AuditResult, environment, summarize
-from ..runner import Progress, run_batches
+from ..runner import Progress, part_state_path, run_batches
 from .audit import curvature_audit, model_device
 from .gauss_newton import has_maxpool, has_relu
 from .measures import CurvatureOptions, compute_geometry
@@ -230,7 +230,7 @@ def discrepancy(
     t0 = time.perf_counter()
     results = {}
     for split, data in (("train", train_data), ("test", test_data)):
-        sp = None if state_path is None else f"{state_path}.{split}"
+        sp = None if state_path is None else part_state_path(state_path, split)
         new_phase(progress, f"discrepancy ({split})")
         results[split] = curvature_audit(model, data, opts, batch_size=batch_size, state_path=sp, resume=resume,
                                          keep_state=keep_state, progress=progress, config=config)
