@@ -51,6 +51,7 @@ def test_entries_are_consistent():
         assert dataclasses.is_dataclass(spec.options_class) and callable(spec.run_function)
         spec.options_class().validate()  # the defaults are valid
     assert list(gates.AUDITS) == list(AUDITS) and dict(gates.COMMANDS) == dict(registry.COMMANDS)
+    assert gates.AUDITS[0] == "curvature" and "bound" in gates.AUDITS and "toy" not in gates.AUDITS
 
 
 def test_reading_the_registry_imports_no_torch():
@@ -164,6 +165,7 @@ def test_a_new_audit_joins_the_demo_with_no_other_edit(toy, monkeypatch, tmp_pat
     from lcnn_audit import demo
     from lcnn_audit.cli import demo as cli_demo
 
+    assert gates.AUDITS[-1] == "toy_audit" and gates.COMMANDS["toy-audit"] == "toy_audit"
     assert [s.name for s in demo.DEMO_STEPS][-1] == "toy_audit"
     assert list(cli_demo.RENDERERS)[-1] == "toy_audit"
     for name in [n for n in AUDITS if n != "toy_audit"]:  # the demo with the toy alone, to keep this fast

@@ -15,7 +15,7 @@ reading the table (the CLI's help, the policy validator) imports no torch.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +152,26 @@ AUDITS: dict[str, AuditSpec] = {
 def by_command(command: str) -> AuditSpec | None:
     """The audit whose results carry ``command`` (``grad-robustness``), or None."""
     return next((s for s in AUDITS.values() if s.command == command), None)
+
+
+class _Names(Sequence):
+    """The audit names in registry order, read from :data:`AUDITS` on every use (a live tuple)."""
+
+    def __getitem__(self, i):
+        return tuple(AUDITS)[i]
+
+    def __len__(self) -> int:
+        return len(AUDITS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in AUDITS
+
+    def __repr__(self) -> str:
+        return repr(tuple(AUDITS))
+
+
+#: the audit names (``curvature``, ``attack``, ...), live
+NAMES: Sequence[str] = _Names()
 
 
 class _Commands(Mapping):

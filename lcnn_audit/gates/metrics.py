@@ -18,7 +18,7 @@ from ..errors import UsageError
 from ..results import AuditResult
 
 #: the audit names, in registry order (a live view of :data:`lcnn_audit.audits.registry.AUDITS`)
-AUDITS = registry.AUDITS.keys()
+AUDITS = registry.NAMES
 #: result ``command`` -> audit name in policies and metric paths (live, from the registry)
 COMMANDS = registry.COMMANDS
 #: list rows are addressed by these fields (in order) when they have them
