@@ -8,8 +8,9 @@
   Windows): a file the user asked for is either complete or absent, and a failed write (a full
   disk, a permission error) is an :class:`~lcnn_audit.errors.OutputError` that leaves the
   previous file as it was;
-* :func:`incomplete_path` is where an interrupted run puts its partial result when the
-  requested path already holds a complete one.
+* :func:`partial_path` (``PATH.partial``) is where a run keeps its work in progress towards
+  ``PATH`` (the resume state of ``--json PATH``), and :func:`incomplete_path` where an
+  interrupted run puts its partial result when the requested path already holds a complete one.
 """
 
 from __future__ import annotations
@@ -162,6 +163,13 @@ def _check_folder(opt: str, p: Path, folder: Path) -> None:
         tempfile.TemporaryFile(dir=probe, prefix=".lcnn-audit-probe-").close()
     except OSError as err:
         raise OutputError(f"{opt} {p}: cannot {what} {probe} ({err.strerror or err})") from None
+
+
+def partial_path(path: PathLike) -> Path:
+    """``run.json`` -> ``run.json.partial``: where the work in progress towards ``path`` is
+    kept until ``path`` is written (a run's resume state, ``--save-adv``'s shard folder)."""
+    p = Path(path)
+    return p.with_name(p.name + ".partial")
 
 
 def incomplete_path(path: PathLike) -> Path:

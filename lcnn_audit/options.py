@@ -28,8 +28,9 @@ def key_label(name: str) -> str:
 
 
 def flag_label(name: str) -> str:
-    """A field as a CLI flag: ``max_iter`` -> ``--max-iter``."""
-    return "--" + name.replace("_", "-")
+    """A field as a CLI flag: ``max_iter`` -> ``--max-iter``. A nested field
+    (``curvature.max_iter``) is its last part: the CLI flattens nested options."""
+    return "--" + name.rpartition(".")[2].replace("_", "-")
 
 
 class _Labels(dict):
@@ -85,12 +86,24 @@ def finite_problems(options: Any) -> list[Problem]:
     return out
 
 
+def literal(value: Any) -> str:
+    """``repr(value)`` for a :class:`Problem` message: braces doubled, so that a user's value
+    (``method: "{x}"``) is shown as typed, never read as a ``{field}`` reference."""
+    return repr(value).replace("{", "{{").replace("}", "}}")
+
+
 def one_of(name: str, value: Any, choices: Iterable[Any]) -> list[Problem]:
     """``[Problem]`` if ``value`` is not one of ``choices``, else ``[]``."""
     choices = tuple(choices)
     if value in choices:
         return []
-    return [Problem(name, f"is {value!r}; use one of {', '.join(map(str, choices))}")]
+    return [Problem(name, f"is {literal(value)}; use one of {', '.join(map(str, choices))}")]
+
+
+def nested(prefix: str, problems: Iterable[Problem]) -> list[Problem]:
+    """The ``problems`` of an options object held in the field ``prefix``, with fields
+    ``prefix.field`` (``curvature.tol``: the CLI shows ``--tol``, a policy its YAML path)."""
+    return [Problem(f"{prefix}.{p.field}" if p.field else None, p.message) for p in problems]
 
 
 def validate(options: Options) -> None:

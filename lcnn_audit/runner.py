@@ -92,7 +92,7 @@ def run_batches(
     fp = fingerprint(config or {})
     state_path = Path(state_path) if state_path else None
     if world > 1 and state_path is not None:
-        state_path = state_path.with_name(f"{state_path.name}.rank{rank}")
+        state_path = part_state_path(state_path, f"rank{rank}")
     fields: dict[str, list] = {}
     done = lo
     if resume and state_path is not None and state_path.exists():
@@ -156,10 +156,18 @@ def state_files(state_path: str | Path) -> list[Path]:
     discrepancy split (``.train``, ``.test``) and, under torchrun, one per rank (``.rankN``)."""
     p = Path(state_path)
     rank, world = dist_info()
-    bases = [p, p.with_name(p.name + ".train"), p.with_name(p.name + ".test")]
+    bases = [p, part_state_path(p, "train"), part_state_path(p, "test")]
     if world > 1:
-        bases = [b.with_name(f"{b.name}.rank{rank}") for b in bases]
+        bases = [part_state_path(b, f"rank{rank}") for b in bases]
     return [b for b in bases if b.is_file()]
+
+
+def part_state_path(state_path: str | Path, part: str) -> Path:
+    """``PATH.partial`` -> ``PATH.partial.PART``: the resume state of one part of a run (a
+    discrepancy split, ``train``/``test``; a torchrun rank, ``rankN``). The state of
+    ``--json PATH`` itself is :func:`lcnn_audit.io.partial_path`."""
+    p = Path(state_path)
+    return p.with_name(f"{p.name}.{part}")
 
 
 def _gather(fields: dict[str, list], complete: bool, rank: int, world: int):

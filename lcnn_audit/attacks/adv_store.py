@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckFailedError, OutputError
-from ..io import write_with
+from ..io import partial_path, write_with
 
 SHARD_SUFFIX = ".safetensors"
 SHARD_NAME = re.compile(r"\d{12}\.safetensors")
@@ -38,7 +38,7 @@ SHARD_NAME = re.compile(r"\d{12}\.safetensors")
 class AdvStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.dir = self.path.with_name(self.path.name + ".partial")
+        self.dir = partial_path(self.path)
 
     def check(self) -> None:
         """Refuse a ``<PATH>.partial`` that is a symlink or not a directory (before anything runs)."""

@@ -46,17 +46,16 @@ def bound(
 
     The input size comes from a converted checkpoint's recipe, --input-shape or --data.
     """
-    from ..bound import bound_audit
+    from ..audits.bound import BoundOptions, run
 
     shape = parse_input_shape(input_shape)
     ctx.opts.update(device=device, data=data)
     data_obj = load_cli_data(data, data_root, split, 1, 0, download, single_split)
-    if shape is None and data_obj is not None:
-        shape = tuple(data_obj.input_shape)
+    opts = BoundOptions(input_shape=shape, lambda_beta=lambda_beta, lambda_gamma=lambda_gamma, tol=tol,
+                        max_iter=max_iter)
     model = ctx.load_model()
     with ctx.progress("bound: layers") as bar:
-        result = bound_audit(model, shape, lambda_beta=lambda_beta, lambda_gamma=lambda_gamma, tol=tol,
-                             max_iter=max_iter, config={"checkpoint": ctx.checkpoint_path}, progress=bar)
+        result = run(model, data_obj, opts, config={"checkpoint": ctx.checkpoint_path}, progress=bar)
     render_bound(ctx, result)
     ctx.finish(result)
 

@@ -165,8 +165,10 @@ class Ctx:
 
     @property
     def state_path(self) -> Path | None:
+        from ..io import partial_path  # at run time: the help screens need no output plumbing
+
         jp = self.opts.get("json_path")
-        return jp.with_name(jp.name + ".partial") if jp else None
+        return partial_path(jp) if jp else None
 
     @property
     def run_kwargs(self) -> dict:

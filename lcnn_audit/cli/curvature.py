@@ -1,13 +1,12 @@
 """``lcnn-audit curvature``: per-sample input gradient, Hessian and curvature."""
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from . import app
-from .common import Ctx, _is_main_rank, command_options
+from .common import Ctx, command_options
 from .render import fmt, stats_table
 
 G = "Geometry"
@@ -52,7 +51,8 @@ def curvature(
                                                           "into this directory.", rich_help_panel="Output")] = None,
 ) -> None:
     """Per-sample ‖∇f‖, ‖∇²f‖₂ and normalised curvature C = ‖∇²f‖₂/(‖∇f‖₂+ε) (LCNN §3.1)."""
-    from ..geometry import CurvatureOptions, curvature_audit
+    from ..audits import curvature as audit
+    from ..geometry import CurvatureOptions
 
     opts = CurvatureOptions(target=target, label=label, method=method, tol=tol, atol=atol, max_iter=max_iter,
                             iters=iters, profile=profile, fd_h=fd_h, eps=eps, fro_probes=fro_probes,
@@ -62,19 +62,14 @@ def curvature(
     model = ctx.load_model()
     data = ctx.load_data()
     with ctx.progress("curvature") as bar:
-        result = curvature_audit(model, data, opts, batch_size=ctx.batch_size, progress=bar,
-                                 config={"model": model.recipe, "checkpoint": ctx.checkpoint_path}, **ctx.run_kwargs)
-    if examples and result.complete and _is_main_rank():  # rank 0 holds every sample
-        from ..examples import attach_examples, curved_examples
+        result = audit.run(model, data, opts, batch_size=ctx.batch_size, progress=bar,
+                           config={"model": model.recipe, "checkpoint": ctx.checkpoint_path}, **ctx.run_kwargs)
+    ex = audit.add_examples(model, data, result, examples, opts) if examples else None
+    if ex is not None and save_images is not None:
+        from ..plots import examples_figure
 
-        ex = curved_examples(model, data, result, k=min(examples, len(result)),
-                             options=dataclasses.replace(opts, fro_probes=0, jacobian="off"))
-        attach_examples(result, ex)
-        if save_images is not None:
-            from ..plots import examples_figure
-
-            save_images.mkdir(parents=True, exist_ok=True)
-            ctx.print(f"wrote {examples_figure(ex, save_images / 'curvature_most_curved.png')}")
+        save_images.mkdir(parents=True, exist_ok=True)
+        ctx.print(f"wrote {examples_figure(ex, save_images / 'curvature_most_curved.png')}")
     render_curvature(ctx, result)
     ctx.finish(result)
 

@@ -5,15 +5,22 @@ from typing import Annotated
 
 import typer
 
+from ..audits.registry import AUDITS, resolve
 from . import app
-from .attack import render_attack
 from .common import THREADS, VERBOSE_HELP, Ctx, console, handle_errors, set_threads, styled
-from .curvature import render_curvature
-from .robustness import render_discrepancy, render_grad_robustness
 
-#: how each step of :data:`lcnn_audit.demo.DEMO_STEPS` is shown (the library computes, the CLI renders)
-RENDERERS = {"curvature": render_curvature, "grad_robustness": render_grad_robustness,
-             "discrepancy": render_discrepancy, "attack": render_attack}
+
+def renderers() -> dict:
+    """How each demo step is shown: the registry's CLI renderer of each audit with demo
+    settings (the library computes, the CLI renders). A step without one prints its path only."""
+    return {name: resolve(spec.renderer) if spec.renderer is not None else None
+            for name, spec in AUDITS.items() if spec.demo is not None}
+
+
+def __getattr__(name: str):
+    if name == "RENDERERS":  # audit name -> renderer, for every demo step (see renderers)
+        return renderers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @app.command()
@@ -26,15 +33,17 @@ def demo(
     threads: THREADS = None,
 ) -> None:
     """Run the audits on the bundled demo CNN and Fashion-MNIST sample (no downloads)."""
-    from ..demo import DEMO_STEPS, run_demo
+    from ..demo import demo_steps, run_demo
     from ..io import check_outputs
 
     check_outputs({}, dirs={"--out": out})
     set_threads(threads)
     ctx = Ctx({"quiet": quiet})
-    for step in DEMO_STEPS:
+    render = renderers()
+    for step in demo_steps():
         with ctx.progress(step.title) as bar:
             result, path = run_demo(step, out, n=n, progress=bar)
-        RENDERERS[step.name](ctx, result)
+        if render.get(step.name) is not None:
+            render[step.name](ctx, result)
         console.print(styled("[bold]{}[/]: wrote {}", step.title, path), markup=True)
     console.print(f"demo results are in {out.resolve()}")

@@ -35,7 +35,8 @@ def grad_robustness_cmd(
 ) -> None:
     """Relative gradient change ‖∇f(x+ε)−∇f(x)‖/‖∇f(x)‖ against ‖ε‖, with Proposition 1's
     theory (LCNN Fig. 2). Pass several checkpoints to compare them side by side."""
-    from ..geometry.robustness import DEFAULT_RADII, GradRobustnessOptions, combine_models, grad_robustness
+    from ..audits import grad_robustness as audit
+    from ..geometry.robustness import DEFAULT_RADII, GradRobustnessOptions
 
     opts = GradRobustnessOptions(radii=tuple(parse_float_list(radii, "--radii") or DEFAULT_RADII), draws=draws,
                                  adversarial=adversarial, adv_steps=adv_steps,
@@ -47,15 +48,16 @@ def grad_robustness_cmd(
         check_image_path(plot, "--plot")
     ctx.check_outputs({"--plot": plot}, {"--compare": more})
     data = ctx.load_data()
-    checkpoints = [ctx.checkpoint_path, *(more or [])]
-    results = []
-    for k, ck in enumerate(checkpoints):
+    ck = ctx.checkpoint_path
+    if more:  # one model in memory at a time; a comparison is not resumable
+        result = audit.compare(((c, ctx.load_model(checkpoint=c)) for c in [ck, *more]), data, opts,
+                               batch_size=ctx.batch_size, progress=lambda c: ctx.progress(f"grad-robustness "
+                                                                                         f"{Path(c).name}"))
+    else:
         model = ctx.load_model(checkpoint=ck)
         with ctx.progress(f"grad-robustness {Path(ck).name}") as bar:
-            kw = ctx.run_kwargs if k == 0 and len(checkpoints) == 1 else {}
-            results.append(grad_robustness(model, data, opts, batch_size=ctx.batch_size, progress=bar,
-                                           config={"checkpoint": ck, "model": model.recipe}, **kw))
-    result = results[0] if len(results) == 1 else combine_models(results, checkpoints)
+            result = audit.run(model, data, opts, batch_size=ctx.batch_size, progress=bar,
+                               config={"checkpoint": ck, "model": model.recipe}, **ctx.run_kwargs)
     render_grad_robustness(ctx, result)
     if plot:
         from ..geometry.robustness import model_summaries
@@ -100,11 +102,11 @@ def discrepancy(
     |g(test) − g(train)|/g(train) (the form the printed Table 3 values need) of the mean
     gradient norm, Hessian norm and curvature (LCNN Table 3). The train split is read
     without augmentation."""
+    from ..audits.discrepancy import DiscrepancyOptions, run
     from ..data import load_data, same_samples
     from ..errors import UsageError
-    from ..geometry.robustness import discrepancy as run
 
-    opts = curvature_options(ctx, target=target, smooth_relu=smooth_relu)
+    opts = DiscrepancyOptions(curvature=curvature_options(ctx, target=target, smooth_relu=smooth_relu))
     ctx.check_outputs(inputs={"--train-data": train_data})
     model = ctx.load_model()
     test = ctx.load_data("test")
@@ -116,7 +118,7 @@ def discrepancy(
     ctx.print(f"train split: {train.source} ({len(train)} samples); test split: {test.source} ({len(test)} "
               "samples)", markup=False)
     with ctx.progress("discrepancy") as bar:
-        result = run(model, train, test, opts, batch_size=ctx.batch_size, progress=bar,
+        result = run(model, test, opts, train_data=train, batch_size=ctx.batch_size, progress=bar,
                      config={"checkpoint": ctx.checkpoint_path, "model": model.recipe}, **ctx.run_kwargs)
     render_discrepancy(ctx, result)
     ctx.finish(result)

@@ -23,7 +23,8 @@ A policy names the model, the data, the audits to run with their options, and th
 
 * :mod:`.policy` - :func:`load_policy` validates the whole policy up front and raises one
   :class:`~lcnn_audit.errors.ConfigError` listing every problem with its YAML path and line;
-* :mod:`.run` - :func:`run_audits` runs the audits through the library functions, or
+* :mod:`.run` - :func:`run_audits` runs the audits through the audit registry
+  (:data:`lcnn_audit.audits.registry.AUDITS`: the policy's audit names, options and runners), or
   :func:`load_results` reads existing result files; :func:`gate` does all of it;
 * :mod:`.verdict` - :func:`evaluate` checks every metric and returns a :class:`Verdict`
   (pass / fail / error / skip per check), which :mod:`lcnn_audit.report` renders;

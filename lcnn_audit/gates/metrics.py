@@ -13,13 +13,14 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..audits import registry
 from ..errors import UsageError
 from ..results import AuditResult
 
-AUDITS = ("curvature", "attack", "grad_robustness", "discrepancy", "bound")
-#: result ``command`` -> audit name in policies and metric paths
-COMMANDS = {"curvature": "curvature", "attack": "attack", "grad-robustness": "grad_robustness",
-            "discrepancy": "discrepancy", "bound": "bound"}
+#: the audit names, in registry order (a live view of :data:`lcnn_audit.audits.registry.AUDITS`)
+AUDITS = registry.NAMES
+#: result ``command`` -> audit name in policies and metric paths (live, from the registry)
+COMMANDS = registry.COMMANDS
 #: list rows are addressed by these fields (in order) when they have them
 ROW_KEYS = ("radius", "name")
 VERDICT_KIND = "lcnn-audit-verdict"

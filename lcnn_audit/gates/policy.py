@@ -9,17 +9,19 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import Formatter
 from typing import Any, get_type_hints
 
 import yaml
 
-from ..bound.options import BoundOptions
+from ..audits.discrepancy import DiscrepancyOptions  # noqa: F401  (re-exported: gates.DiscrepancyOptions)
+from ..audits.registry import AUDITS as REGISTRY
+from ..audits.registry import resolve
 from ..data import DATASETS
 from ..errors import ConfigError, UsageError
-from ..geometry.measures import CurvatureOptions
-from ..geometry.robustness import GradRobustnessOptions
+from ..options import OptionsError, Problem, key_label
 from .metrics import AUDITS, audit_name, baseline_metric, number
-from .schema import MAX_POLICY_BYTES, check_expansion, coerce, describe, join, line_map, yaml_words
+from .schema import MAX_POLICY_BYTES, check_expansion, coerce, describe, join, line_map
 from .verdict import read_baseline
 
 BOUNDS = ("max", "min", "equals")
@@ -67,23 +69,11 @@ class DataSpec:
                          download=self.download, single_split=self.single_split)
 
 
-@dataclass(frozen=True)
-class DiscrepancyOptions:
-    """``audits.discrepancy``: the train data (default: the same dataset's train split) and the
-    curvature engine's settings under ``curvature:``."""
-
-    train_path: str | None = None
-    curvature: CurvatureOptions = field(default_factory=CurvatureOptions)
-
-    def validate(self) -> None:
-        self.curvature.validate()
 
 
 def _option_classes() -> dict[str, type]:
-    from ..attacks.options import AttackOptions
-
-    return {"curvature": CurvatureOptions, "attack": AttackOptions, "grad_robustness": GradRobustnessOptions,
-            "discrepancy": DiscrepancyOptions, "bound": BoundOptions}
+    """Audit name -> its options class, from the audit registry (imported on first use)."""
+    return {name: spec.options_class for name, spec in REGISTRY.items()}
 
 
 #: option fields that are not settings (filled in by the code)
@@ -217,8 +207,9 @@ class _Validator:
         self.baselines: dict[Path, Any] = {}
         self.configured: set[str] = set()  # audits named in audits:, valid or not
 
-    def problem(self, path: str, msg: str) -> None:
-        probe = path
+    def problem(self, path: str, msg: str, at: str | None = None) -> None:
+        """Record ``msg`` about ``path``, at the YAML line of ``at`` (default: of ``path``)."""
+        probe = at or path
         while probe and probe not in self.lines:
             probe = probe.rsplit(".", 1)[0] if "." in probe else probe.split("[", 1)[0] if "[" in probe else ""
         line = self.lines.get(probe)
@@ -318,8 +309,10 @@ class _Validator:
             self.configured.add(name)
             seed = data.seed if data is not None else 0
             obj = self.build(classes[name], {} if opts is None or opts is True else opts, path, seed=seed)
-            if isinstance(obj, DiscrepancyOptions) and obj.train_path is not None:
-                obj = dataclasses.replace(obj, train_path=self.resolve(obj.train_path))
+            paths = {f: self.resolve(getattr(obj, f)) for f in REGISTRY[name].path_fields
+                     if obj is not None and getattr(obj, f) is not None}
+            if paths:
+                obj = dataclasses.replace(obj, **paths)
             if obj is not None:
                 out[name] = obj
         return out
@@ -443,8 +436,9 @@ class _Validator:
                          + (f" (did you mean {hint[0]}?)" if hint else "")
                          + f"; a metric starts with one of {', '.join(AUDITS)}")
             return
-        if audit == "attack":
-            for msg in _attack_metric_problems(segs[1:], audits.get("attack")):
+        check = REGISTRY[audit].metric_check
+        if check is not None:
+            for msg in resolve(check)(segs[1:], audits.get(audit)):
                 self.problem(path, msg)
 
     def coverage(self, checks: list[Check], audits: Mapping[str, Any], model, data) -> None:
@@ -452,7 +446,7 @@ class _Validator:
             if c.audit not in self.configured:
                 self.problem(join(c.path, "metric"), f"needs the {c.audit} audit: add audits.{c.audit} (or check "
                                                       "existing results with --results)")
-        needs_data = [a for a in audits if a != "bound" or audits[a].input_shape is None]
+        needs_data = [a for a in audits if REGISTRY[a].requires_data(audits[a])]
         if needs_data and data is None:
             self.problem("data", f"missing: the {', '.join(needs_data)} audit(s) need data (data.name: demo, "
                                  "cifar10, ... or data.path)")
@@ -518,13 +512,24 @@ class _Validator:
             obj = cls(**kw)
             if hasattr(obj, "validate"):
                 obj.validate()
+        except OptionsError as err:  # each problem names its field: a policy key, at that key's line
+            for p in err.problems:
+                self.problem(path, p.render(key_label), at=join(path, f) if (f := _field_of(p)) else None)
+            return None
         except UsageError as err:
-            self.problem(path, yaml_words(str(err)))
+            self.problem(path, str(err))
             return None
         except (TypeError, ValueError) as err:
             self.problem(path, f"invalid settings: {err}")
             return None
         return None if len(self.problems) > n0 else obj
+
+
+def _field_of(problem: Problem) -> str | None:
+    """The field a problem is about: its own, else the first ``{field}`` its message names."""
+    if problem.field:
+        return problem.field
+    return next((name for _, name, _, _ in Formatter().parse(problem.message) if name), None)
 
 
 def _default_name(metric: str, op: str, bound: Any, tol: float, tol_rel: bool) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import types
 from typing import Any, Union, get_args, get_origin
 
@@ -127,7 +126,3 @@ def describe(hint: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
             type(None): "null"}.get(hint, str(hint))
 
-
-def yaml_words(msg: str) -> str:
-    """Option messages name CLI flags (``--max-iter``); in a policy they are keys (``max_iter``)."""
-    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), msg)

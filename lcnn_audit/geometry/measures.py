@@ -32,11 +32,12 @@ from torch import nn
 from .. import rng
 from ..errors import UsageError
 from ..model.wrapper import require_finite
+from ..options import Problem, finite_problems, literal, validate
 from .gauss_newton import gauss_newton_hvp, gauss_newton_spectrum, is_piecewise_linear
 from .hvp import BatchedHVP, CompactingHVP
 from .jacobian import jacobian_measures, jacobian_measures_estimate, logit_jacobian
 from .lanczos import SpectralResult, lanczos, power_iteration, reference_power_iteration
-from .objective import check_target, input_gradient, make_objective, resolve_labels
+from .objective import LABELS, TARGETS, input_gradient, make_objective, resolve_labels
 
 METHODS = ("auto", "lanczos", "power", "reference", "gauss-newton")
 JACOBIAN_MODES = ("auto", "exact", "estimate", "off")
@@ -66,25 +67,30 @@ class CurvatureOptions:
     dtype: str = "float32"
     seed: int = 0
 
-    def validate(self) -> None:
-        from ..validation import check_finite
-
-        check_finite(self)
-        check_target(self.target, self.label)
-        if self.method not in METHODS:
-            raise UsageError(f"unknown --method {self.method!r}; use one of {', '.join(METHODS)}")
-        if self.jacobian not in JACOBIAN_MODES:
-            raise UsageError(f"unknown --jacobian {self.jacobian!r}; use one of {', '.join(JACOBIAN_MODES)}")
+    def problems(self) -> list[Problem]:
+        """Every problem of these settings (fields by name; see :mod:`lcnn_audit.options`)."""
+        out = finite_problems(self)
+        for name, choices in (("target", TARGETS), ("label", LABELS), ("method", METHODS),
+                              ("jacobian", JACOBIAN_MODES)):
+            if getattr(self, name) not in choices:
+                out.append(Problem(None, f"unknown {{{name}}} {literal(getattr(self, name))}; use one of "
+                                         f"{', '.join(choices)}"))
         if not (0 < self.tol < 1):
-            raise UsageError(f"--tol must lie in (0, 1), got {self.tol}")
-        if self.max_iter < 1 or self.iters < 1:
-            raise UsageError("--max-iter and --iters must be at least 1")
+            out.append(Problem("tol", f"must lie in (0, 1), got {self.tol}"))
+        for name in ("max_iter", "iters"):
+            if getattr(self, name) < 1:
+                out.append(Problem(name, f"must be at least 1, got {getattr(self, name)}"))
         if self.profile < 0:
-            raise UsageError("--profile must be >= 0")
+            out.append(Problem("profile", f"must be >= 0, got {self.profile}"))
         if self.fd_h is not None and self.fd_h <= 0:
-            raise UsageError(f"--fd-h must be positive, got {self.fd_h}")
+            out.append(Problem("fd_h", f"must be positive, got {self.fd_h}"))
         if self.eps < 0:
-            raise UsageError("--eps must be >= 0")
+            out.append(Problem("eps", f"must be >= 0, got {self.eps}"))
+        return out
+
+    def validate(self) -> None:
+        """Raise one OptionsError listing every problem."""
+        validate(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

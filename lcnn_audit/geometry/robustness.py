@@ -27,13 +27,13 @@ from torch import nn
 from .. import rng
 from ..coerce import as_image_data
 from ..data import ImageData
-from ..errors import UsageError
 from ..independence import check_batch_independence
 from ..model.wrapper import check_model_data, model_device, require_finite
 from ..notices import emit_notices
+from ..options import Problem, finite_problems, nested, validate
 from ..progress import new_phase
 from ..results import AuditResult, environment, summarize
-from ..runner import Progress, run_batches
+from ..runner import Progress, part_state_path, run_batches
 from .audit import curvature_audit
 from .gauss_newton import has_maxpool, has_relu
 from .measures import CurvatureOptions, compute_geometry
@@ -55,17 +55,20 @@ class GradRobustnessOptions:
     adv_steps: int = 5
     curvature: CurvatureOptions = field(default_factory=CurvatureOptions)
 
-    def validate(self) -> None:
-        from ..validation import check_finite
-
-        check_finite(self)
+    def problems(self) -> list[Problem]:
+        """Every problem of these settings; the curvature engine's as ``curvature.FIELD``."""
+        out = finite_problems(self)
         if not self.radii or any(not (r > 0 and math.isfinite(r)) for r in self.radii):
-            raise UsageError("--radii must be positive numbers")
+            out.append(Problem("radii", "must be positive numbers"))
         if self.draws < 1:
-            raise UsageError("--draws must be at least 1")
+            out.append(Problem("draws", "must be at least 1"))
         if self.adv_steps < 1:
-            raise UsageError("--adv-steps must be at least 1")
-        self.curvature.validate()
+            out.append(Problem("adv_steps", "must be at least 1"))
+        return out + nested("curvature", self.curvature.problems())
+
+    def validate(self) -> None:
+        """Raise one OptionsError listing every problem."""
+        validate(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,7 +230,7 @@ def discrepancy(
     t0 = time.perf_counter()
     results = {}
     for split, data in (("train", train_data), ("test", test_data)):
-        sp = None if state_path is None else f"{state_path}.{split}"
+        sp = None if state_path is None else part_state_path(state_path, split)
         new_phase(progress, f"discrepancy ({split})")
         results[split] = curvature_audit(model, data, opts, batch_size=batch_size, state_path=sp, resume=resume,
                                          keep_state=keep_state, progress=progress, config=config)
