@@ -17,6 +17,7 @@ import yaml
 from ..audits.discrepancy import DiscrepancyOptions  # noqa: F401  (re-exported: gates.DiscrepancyOptions)
 from ..audits.registry import AUDITS as REGISTRY
 from ..audits.registry import resolve
+from ..bound.options import BoundOptions  # noqa: F401  (re-exported: gates.BoundOptions)
 from ..data import DATASETS
 from ..errors import ConfigError, UsageError
 from ..options import OptionsError, Problem, key_label
