@@ -2,7 +2,7 @@
 
 Each wraps the demo classifier as ``nn.Sequential(pre=<preprocessing>, net=<demo>)`` (or
 scales its logits), so ``--bpda pre`` names the preprocessing. Used by
-``tests/test_masking.py`` and ``benchmarks/masking_table.py``.
+``tests/attacks/test_masking.py`` and ``benchmarks/masking_table.py``.
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ import lcnn_audit as la
 from lcnn_audit.cli import app
 from lcnn_audit.examples import Examples, adversarial_examples, curved_examples, top_curved
 from lcnn_audit.geometry.measures import compute_geometry
-
-from .conftest import softplus_cnn
+from tests.conftest import softplus_cnn
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_report_render.py"

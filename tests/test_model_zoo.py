@@ -50,7 +50,7 @@ def test_zoo_family(fam, tmp_path):
     """One model per family at its smallest input, quick settings (~4 min on 2 shared cores). The
     ``heavy`` families (≥ 50 s each: MaxViT at 224×224, ViT-B, Swin, Swin V2, VGG11-BN, Wide
     ResNet) run in ``python scripts/model_zoo.py`` (docs/models.md); small ViTs run through the
-    CLI in tests/test_convert_vit.py and tests/test_differentiable.py."""
+    CLI in tests/test_convert_vit.py and tests/geometry/test_differentiable.py."""
     _check(fam, tmp_path)
 
 

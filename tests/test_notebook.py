@@ -12,8 +12,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import lcnn_audit as la
 from lcnn_audit.errors import CheckpointError, DataError, UsageError
-
-from .conftest import relu_cnn, softplus_cnn
+from tests.conftest import relu_cnn, softplus_cnn
 
 FAST = la.CurvatureOptions(method="lanczos", max_iter=6, fro_probes=0, jacobian="off")
 

@@ -17,8 +17,7 @@ import pytest
 
 from lcnn_audit import io as lio
 from lcnn_audit.attacks.adv_store import AdvStore
-
-from .gate_helpers import invoke
+from tests.gate_helpers import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ("--n", "4", "--batch-size", "2", "--max-iter", "5", "--fro-probes", "0", "--jacobian", "off")

@@ -23,8 +23,7 @@ from lcnn_audit.penalties import (
     lcnn_parameters,
     lcnn_penalty,
 )
-
-from .conftest import softplus_cnn
+from tests.conftest import softplus_cnn
 
 
 def tiny(seed=0):

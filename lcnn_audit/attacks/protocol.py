@@ -5,7 +5,7 @@ builds it from :class:`~lcnn_audit.attacks.AttackOptions` through the registry
 (:data:`lcnn_audit.attacks.registry.ATTACKS`, ``ATTACKS[name].from_options(...)``) and calls
 ``run(model, x, y, index)`` on inputs in [0, 1]. ``index`` holds dataset indices that seed
 per-sample random draws, so a sample's result does not depend on its batch (except where an
-attack says ``batch_independent = False``). ``tests/test_attack_contract.py`` checks the
+attack says ``batch_independent = False``). ``tests/attacks/test_contract.py`` checks the
 contract for every registry entry.
 """
 

@@ -4,7 +4,7 @@ every attack the audit runs from :class:`~lcnn_audit.attacks.AttackOptions`.
 Adding an attack is one class that satisfies :class:`~lcnn_audit.attacks.protocol.Attack`
 plus one entry here; the CLI, the options' validation, the audit (minimal-norm or
 eps-bounded), the gradient-masking flags (white box or not) and the registry-driven contract
-tests (``tests/test_attack_contract.py``) all read it.
+tests (``tests/attacks/test_contract.py``) all read it.
 """
 
 from __future__ import annotations

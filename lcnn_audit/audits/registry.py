@@ -4,7 +4,7 @@ The gate (policy options, running, metric names, result files), the demo and its
 output read this table, so adding an audit is two steps: a module with a
 ``run(model, data, options, *, batch_size=128, progress=None, config=None) -> AuditResult``
 function and a frozen options class with ``problems()``/``validate()`` (see
-:mod:`lcnn_audit.options`), and one entry here. ``tests/test_audit_registry.py`` registers a
+:mod:`lcnn_audit.options`), and one entry here. ``tests/audits/test_registry.py`` registers a
 toy audit that way and checks that the gate, the demo and the report pick it up.
 
 Everything an entry points to is a reference: an object, or a ``"package.module:attr"`` string

@@ -271,7 +271,7 @@ def _other_linear(ctx: NodeContext) -> LayerRule | None:
 
 
 def _table(rows: tuple[tuple[tuple, Handler], ...]) -> dict:
-    """``{key: handler}`` from ``(keys, handler)`` rows (tests/test_bound_rules.py checks that no
+    """``{key: handler}`` from ``(keys, handler)`` rows (tests/bound/test_rules.py checks that no
     key is listed twice)."""
     return {k: handler for keys, handler in rows for k in keys}
 

@@ -10,9 +10,8 @@ from lcnn_audit import rng
 from lcnn_audit.cli import app
 from lcnn_audit.geometry.lanczos import lanczos, reference_power_iteration
 from lcnn_audit.geometry.measures import STREAM_START
-
-from .conftest import softplus_cnn
-from .test_geometry import exact_hessians, run
+from tests.conftest import softplus_cnn
+from tests.geometry.test_geometry import exact_hessians, run
 
 
 def literal_reference(H: torch.Tensor, z: torch.Tensor, iters: int) -> torch.Tensor:

@@ -11,8 +11,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from lcnn_audit.cli import app
-
-from .test_loading import ARCH, _Evil, user_net
+from tests.model.test_loading import ARCH, _Evil, user_net
 
 runner = CliRunner()
 FAST = ["--method", "lanczos", "--max-iter", "5", "--fro-probes", "0", "--jacobian", "off"]
@@ -68,7 +67,7 @@ def test_each_loading_form(small, form):
     else:
         import sys
 
-        mod = sys.modules.setdefault("um", __import__("tests.test_loading", fromlist=["x"]).user_net()[0])
+        mod = sys.modules.setdefault("um", __import__("tests.model.test_loading", fromlist=["x"]).user_net()[0])
         path = tmp / "whole.pt"
         torch.save(mod.make_net(), path)
         extra = ["--trust-checkpoint"]

@@ -15,10 +15,9 @@ import pytest
 
 from lcnn_audit.report import Run, Table, build_report, load_inputs, render_html, render_markdown
 from lcnn_audit.results import AuditResult
+from tests.gate_helpers import demo_run, invoke
 
-from .gate_helpers import demo_run, invoke
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_report_render.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check_report_render.py"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

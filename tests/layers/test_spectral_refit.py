@@ -10,8 +10,7 @@ from lcnn_audit.layers.spectral import refit_spectral_norms, spectral_norm_conv,
 from lcnn_audit.loading import load_model
 from lcnn_audit.penalties import PenaltyConfig
 from lcnn_audit.training import TrainConfig, init_model, train
-
-from .test_layers import dense_operator
+from tests.layers.test_layers import dense_operator
 
 
 def _norms(convs, shapes, linear):

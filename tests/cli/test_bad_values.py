@@ -12,8 +12,7 @@ import pytest
 
 from lcnn_audit.errors import ConfigError, UsageError
 from lcnn_audit.gates import load_policy
-
-from .gate_helpers import invoke
+from tests.gate_helpers import invoke
 
 
 def one_line_error(res, *words):

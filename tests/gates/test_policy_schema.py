@@ -11,7 +11,7 @@ from lcnn_audit.gates import load_policy
 from lcnn_audit.gates.json_schema import policy_schema
 from lcnn_audit.gates.policy import CHECK_KEYS, TOP_KEYS, _option_classes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "policy.yaml"
 PUBLISHED = ROOT / "docs" / "policy.schema.json"
 

@@ -23,8 +23,7 @@ from lcnn_audit.loading import load_model
 from lcnn_audit.options import Problem, finite_problems, validate
 from lcnn_audit.report import build_report, load_inputs
 from lcnn_audit.results import AuditResult
-
-from .gate_helpers import invoke
+from tests.gate_helpers import invoke
 
 #: small settings so that each audit runs in about a second on 4 demo samples
 FAST = {

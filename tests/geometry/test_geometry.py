@@ -11,8 +11,7 @@ from lcnn_audit.errors import ModelError, UsageError
 from lcnn_audit.geometry import CurvatureOptions, compute_geometry
 from lcnn_audit.geometry.lanczos import lanczos, power_iteration
 from lcnn_audit.geometry.state import measurement_state
-
-from .conftest import relu_cnn, softplus_cnn
+from tests.conftest import relu_cnn, softplus_cnn
 
 
 def exact_hessians(model, x, y, target="loss"):

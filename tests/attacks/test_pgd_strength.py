@@ -11,8 +11,7 @@ from lcnn_audit.attacks.pgd import apgd_checkpoints
 from lcnn_audit.data import load_data
 from lcnn_audit.errors import UsageError
 from lcnn_audit.loading import load_model
-
-from .test_attacks import reference_pgd
+from tests.attacks.test_attacks import reference_pgd
 
 
 def test_first_restart_starts_at_x_and_later_ones_inside_the_ball():

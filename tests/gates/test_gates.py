@@ -15,8 +15,7 @@ from lcnn_audit.errors import CheckFailedError, ConfigError
 from lcnn_audit.gates import evaluate, load_policy, policy_from_dict, resolve_metric
 from lcnn_audit.report import verdict_junit, verdict_markdown
 from lcnn_audit.results import AuditResult
-
-from .gate_helpers import demo_run, invoke
+from tests.gate_helpers import demo_run, invoke
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,7 @@ import pytest
 
 from lcnn_audit import report
 from lcnn_audit.gates import VERDICT_KIND
-
-from .gate_helpers import invoke
+from tests.gate_helpers import invoke
 
 #: each would run script if it reached the page unescaped; the marker is only ever assembled at run time
 MARK = "String.fromCharCode(80,87,78,69,68)"  # "PWNED"
@@ -24,7 +23,7 @@ IMG = f'<img src=x onerror="document.title={MARK}">'
 ATTR = f'"><img src=x onerror="document.title={MARK}"><b x="'
 PAYLOAD = f"{SCRIPT}{IMG}{ATTR}[x](javascript:alert(1))|cell\nnew line\x1b\x00"
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-RENDER_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_report_render.py"
+RENDER_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check_report_render.py"
 
 
 def check(**kw) -> dict:

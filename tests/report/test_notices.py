@@ -5,8 +5,7 @@ import re
 import pytest
 
 from lcnn_audit.report import Footnotes, build_report, load_inputs, render_html, run_notes
-
-from .gate_helpers import demo_run
+from tests.gate_helpers import demo_run
 
 
 @pytest.fixture(scope="module")

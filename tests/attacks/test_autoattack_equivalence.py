@@ -5,8 +5,7 @@ import torch
 
 from lcnn_audit.attacks import AutoAttack
 from lcnn_audit.attacks.autoattack import load_autoattack
-
-from .test_attacks import self_labelled, tiny_cnn
+from tests.attacks.test_attacks import self_labelled, tiny_cnn
 
 
 @pytest.mark.parametrize("norm,eps,attacks", [("linf", 0.08, ["apgd-ce"]), ("l2", 0.12, ["apgd-ce", "apgd-dlr"])])

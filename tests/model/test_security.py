@@ -17,8 +17,7 @@ from lcnn_audit import load_model
 from lcnn_audit.cli import app
 from lcnn_audit.errors import CheckpointError
 from lcnn_audit.loading import RECIPE_KEY
-
-from .test_loading import ARCH, user_net
+from tests.model.test_loading import ARCH, user_net
 
 runner = CliRunner()
 

@@ -22,8 +22,7 @@ from lcnn_audit.io import partial_path
 from lcnn_audit.loading import load_model
 from lcnn_audit.options import OptionsError, flag_label
 from lcnn_audit.runner import part_state_path, state_files
-
-from .gate_helpers import invoke
+from tests.gate_helpers import invoke
 
 # --------------------------------------------------------------------------- options
 

@@ -12,8 +12,7 @@ from lcnn_audit import __version__
 from lcnn_audit.cli import app
 from lcnn_audit.cli.progress import Heartbeat, clock
 from lcnn_audit.formatting import num
-
-from .conftest import relu_cnn, softplus_cnn
+from tests.conftest import relu_cnn, softplus_cnn
 
 runner = CliRunner()
 FAST = ["--method", "lanczos", "--max-iter", "5", "--fro-probes", "0", "--jacobian", "off"]
@@ -202,7 +201,7 @@ def test_finetune_heartbeat_resets_per_epoch(tmp_path):
 
 
 def test_gate_table_rows_do_not_wrap_without_a_tty(tmp_path_factory):
-    from .gate_helpers import demo_run
+    from tests.gate_helpers import demo_run
 
     run = demo_run(tmp_path_factory)
     res = invoke("gate", run["policy"], "--results", run["results"], "--no-regression")

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from lcnn_audit.attacks.base import _l2_box_fixed_point, _l2_box_path, flat_norm, project
-
-from .test_attacks import dykstra
+from tests.attacks.test_attacks import dykstra
 
 
 def _cases(dtype, shape=(48, 1, 6, 6), seed=0):

@@ -10,8 +10,7 @@ from lcnn_audit.attacks.indicators import incomplete_optimization
 from lcnn_audit.data import load_data
 from lcnn_audit.errors import UsageError
 from lcnn_audit.loading import load_model
-
-from .masking_models import Quantise, masking_models, reference_attack, wrap
+from tests.masking_models import Quantise, masking_models, reference_attack, wrap
 
 EPS, STEPS, N = 0.2, 10, 48
 #: The flag each masking model must raise in the default run.
@@ -120,7 +119,7 @@ def test_incomplete_optimization_indicator():
 
 def test_indicator_counts_and_gate_paths():
     from lcnn_audit.gates.metrics import resolve_metric
-    from tests.test_attacks import as_data, linear_problem
+    from tests.attacks.test_attacks import as_data, linear_problem
 
     model, x, y, _ = linear_problem()
     res = attack_audit(model, as_data(x, y), AttackOptions(eps=(0.1,), steps=10), batch_size=40)
@@ -137,7 +136,7 @@ def test_indicator_counts_and_gate_paths():
 def test_cli_counters_and_their_errors(tmp_path):
     import json
 
-    from tests.test_attack_cli import FAST, assert_one_line_error, invoke
+    from tests.cli.test_attack import FAST, assert_one_line_error, invoke
 
     out = tmp_path / "r.json"
     res = invoke("attack", *FAST, "--eot", "2", "--bpda", "normalize", "--json", out)

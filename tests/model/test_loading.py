@@ -13,7 +13,7 @@ from lcnn_audit import load_model
 from lcnn_audit.errors import ArchitectureError, CheckpointError, ModelError, UsageError
 from lcnn_audit.loading import check_model_data, parse_kwargs, parse_normalize, save_model
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ARCH = f"{FIXTURES / 'user_model.py'}:make_net"
 
 

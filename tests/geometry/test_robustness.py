@@ -12,9 +12,8 @@ from lcnn_audit.cli import app
 from lcnn_audit.geometry import CurvatureOptions, compute_geometry
 from lcnn_audit.geometry.robustness import STREAM_NOISE, GradRobustnessOptions, discrepancy, grad_robustness
 from lcnn_audit.geometry.state import measurement_state
-
-from .conftest import softplus_cnn
-from .test_geometry import Quadratic
+from tests.conftest import softplus_cnn
+from tests.geometry.test_geometry import Quadratic
 
 RADII = (1e-3, 1e-2, 1e-1)
 
