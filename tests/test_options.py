@@ -60,3 +60,37 @@ def test_model_helpers():
         m.train()
         raise RuntimeError
     assert m[0].training and not m[1].training
+
+
+def _option_classes():
+    from lcnn_audit.audits.registry import AUDITS
+    from lcnn_audit.convert import ConvertOptions
+    from lcnn_audit.penalties import PenaltyConfig
+    from lcnn_audit.training import TrainConfig
+
+    return [spec.options_class for spec in AUDITS.values()] + [ConvertOptions, TrainConfig, PenaltyConfig]
+
+
+@pytest.mark.parametrize("cls", _option_classes(), ids=lambda c: c.__name__)
+def test_every_options_class_follows_the_one_style(cls):
+    """Frozen dataclass; ``problems()`` -> [] at the defaults; NaN in every float field -> one
+    OptionsError naming each of those fields (all problems at once, not the first)."""
+    import dataclasses
+    import typing
+
+    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls
+    default = cls()
+    assert default.problems() == [] and all(isinstance(p, Problem) for p in default.problems())
+    default.validate()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(default, dataclasses.fields(cls)[0].name, None)
+    hints = typing.get_type_hints(cls)
+    floats = [f.name for f in dataclasses.fields(cls) if f.init and hints[f.name] in (float, float | None)]
+    if not floats:
+        return
+    bad = dataclasses.replace(default, **{name: float("nan") for name in floats})
+    problems = bad.problems()
+    assert {p.field.rpartition(".")[2] for p in problems if p.field} >= set(floats), problems
+    with pytest.raises(OptionsError) as info:
+        bad.validate()
+    assert len(info.value.problems) == len(problems) >= len(floats)

@@ -69,7 +69,8 @@ class AuditSpec:
       metric path ``NAME.KEY...`` (keys after the name) against the policy's options;
     * ``renderer``: the CLI's ``render(ctx, result)`` (a ``lcnn_audit.cli`` reference, resolved
       only by the CLI); ``demo``: :class:`DemoSettings`, or None to leave the audit out of the demo;
-    * ``section``: the report's section builder (not read yet: the report keeps its own table).
+    * ``section``: the report's section builder ``(runs, plots) -> Section`` (``lcnn_audit.report``
+      reads it live: an audit with a section gets one in every report).
     """
 
     name: str
@@ -115,18 +116,19 @@ class AuditSpec:
 
 
 _CLI = "lcnn_audit.cli"
+_REPORT = "lcnn_audit.report.sections"
 
 #: every audit, in report order; add an entry to add an audit (keep this dict: the gate reads it live)
 AUDITS: dict[str, AuditSpec] = {
     "curvature": AuditSpec(
         "curvature", "curvature", "curvature audit",
         options="lcnn_audit.geometry.measures:CurvatureOptions", run="lcnn_audit.audits.curvature:run",
-        renderer=f"{_CLI}.curvature:render_curvature",
+        renderer=f"{_CLI}.curvature:render_curvature", section=f"{_REPORT}:curvature_section",
         demo=DemoSettings("curvature audit", kwargs={"examples": 6})),
     "attack": AuditSpec(
         "attack", "attack", "adversarial robustness",
         options="lcnn_audit.attacks.options:AttackOptions", run="lcnn_audit.audits.attack:run",
-        renderer=f"{_CLI}.attack:render_attack",
+        renderer=f"{_CLI}.attack:render_attack", section=f"{_REPORT}:attack_section",
         # PGD-L2 over the LCNN paper's Table 2 sweep, 5 steps (plus the masking checks)
         demo=DemoSettings("adversarial robustness (PGD-L2)", options={
             "attacks": ("pgd",), "norms": ("l2",), "eps": (0.05, 0.1, 0.15, 0.2), "steps": 5}),
@@ -135,18 +137,24 @@ AUDITS: dict[str, AuditSpec] = {
         "grad_robustness", "grad-robustness", "gradient robustness",
         options="lcnn_audit.geometry.robustness:GradRobustnessOptions", run="lcnn_audit.audits.grad_robustness:run",
         renderer=f"{_CLI}.robustness:render_grad_robustness",
+        section=f"{_REPORT}:grad_robustness_section",
         demo=DemoSettings("gradient robustness", options={"draws": 2}, max_n=64)),
     "discrepancy": AuditSpec(
         "discrepancy", "discrepancy", "train-test discrepancy",
         options="lcnn_audit.audits.discrepancy:DiscrepancyOptions", run="lcnn_audit.audits.discrepancy:run",
         inputs="lcnn_audit.audits.discrepancy:inputs", path_fields=("train_path",),
-        renderer=f"{_CLI}.robustness:render_discrepancy",
+        renderer=f"{_CLI}.robustness:render_discrepancy", section=f"{_REPORT}:discrepancy_section",
         demo=DemoSettings("train-test discrepancy")),
     "bound": AuditSpec(
         "bound", "bound", "data-free bound",
         options="lcnn_audit.audits.bound:BoundOptions", run="lcnn_audit.audits.bound:run",
-        needs_data="lcnn_audit.audits.bound:needs_data", renderer=f"{_CLI}.bound:render_bound"),
+        needs_data="lcnn_audit.audits.bound:needs_data", renderer=f"{_CLI}.bound:render_bound",
+        section=f"{_REPORT}:bound_section"),
 }
+
+
+#: the built-in audits' names, as shipped (a snapshot: entries added at run time are not in it)
+BUILTIN: tuple[str, ...] = tuple(AUDITS)
 
 
 def by_command(command: str) -> AuditSpec | None:

@@ -8,9 +8,10 @@ maps each result command to its builder, in report order."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 
+from ..audits.registry import AUDITS, BUILTIN, resolve
 from ..formatting import num
 from ..gates import CheckResult, Verdict
 from ..plots import (
@@ -293,13 +294,40 @@ def bound_text(c: CheckResult) -> str:
     return text
 
 
-#: result command -> its section's builder ``(runs, plots) -> Section``, in report order
-SECTION_BUILDERS: dict[str, Callable[[list[Run], bool], Section]] = {
-    "curvature": curvature_section,
-    "attack": attack_section,
-    "grad-robustness": grad_robustness_section,
-    "discrepancy": discrepancy_section,
-    "bound": bound_section,
-}
-#: result commands with a section, in report order
-SECTIONS = tuple(SECTION_BUILDERS)
+class _SectionTable(MutableMapping):
+    """Result command -> section builder, read live from the audit registry
+    (:data:`lcnn_audit.audits.registry.AUDITS`, each entry's ``section``) in registry order,
+    then any builder set here for a command that is not an audit (a plug-in's results)."""
+
+    def __init__(self) -> None:
+        self._extra: dict[str, Callable[[list[Run], bool], Section]] = {}
+
+    def _registered(self) -> dict[str, Callable[[list[Run], bool], Section]]:
+        return {spec.command: resolve(spec.section) for spec in AUDITS.values() if spec.section is not None}
+
+    def __getitem__(self, command: str) -> Callable[[list[Run], bool], Section]:
+        if command in self._extra:
+            return self._extra[command]
+        return self._registered()[command]
+
+    def __setitem__(self, command: str, builder: Callable[[list[Run], bool], Section]) -> None:
+        self._extra[command] = builder
+
+    def __delitem__(self, command: str) -> None:
+        del self._extra[command]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._registered(), **self._extra})
+
+    def __len__(self) -> int:
+        return len({**self._registered(), **self._extra})
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+#: result command -> its section's builder ``(runs, plots) -> Section``, in report order (live:
+#: the registry's entries, see :class:`_SectionTable`)
+SECTION_BUILDERS: MutableMapping[str, Callable[[list[Run], bool], Section]] = _SectionTable()
+#: the built-in audits' result commands with a section, in report order
+SECTIONS = tuple(AUDITS[name].command for name in BUILTIN if AUDITS[name].section is not None)

@@ -114,6 +114,15 @@ def _toy_render(ctx, result):
     ctx.print(f"toy audit: mean confidence {result.summary['confidence']['mean']:.3f}")
 
 
+@pytest.fixture(autouse=True)
+def _registry_order_kept():
+    """monkeypatch's undo re-inserts deleted entries last; keep the shipped order for later tests."""
+    before = dict(AUDITS)
+    yield
+    AUDITS.clear()
+    AUDITS.update(before)
+
+
 @pytest.fixture
 def toy(monkeypatch):
     """The whole of a new audit: a module (run + options + renderer) and one registry entry."""
@@ -186,3 +195,31 @@ def test_a_new_audit_is_listed_by_the_report_with_no_other_edit(toy, demo_model,
     res = invoke("report", path, "-o", tmp_path / "r.md", "--no-plots")
     assert res.exit_code == 0, res.output
     assert "toy-audit" in (tmp_path / "r.md").read_text()
+
+
+def _toy_section(runs, plots):
+    from lcnn_audit.report import Section, Table
+
+    return Section("Toy audit", "toy", [Table(["model", "mean confidence"],
+                                              [[r.label, f"{r.result.summary['confidence']['mean']:.3f}"]
+                                               for r in runs])])
+
+
+def test_a_new_audit_with_a_section_gets_it_in_the_report(toy, demo_model, monkeypatch, tmp_path):
+    """The registry entry's ``section`` is all the report needs: no table in the report to edit."""
+    from lcnn_audit.report import SECTION_BUILDERS
+
+    sys.modules["toy_audit_module"].section = _toy_section
+    monkeypatch.setitem(AUDITS, "toy_audit", dataclasses.replace(AUDITS["toy_audit"],
+                                                                 section="toy_audit_module:section"))
+    assert list(SECTION_BUILDERS)[-1] == "toy-audit" and SECTION_BUILDERS["toy-audit"] is _toy_section
+    source = DataSpec(name="demo", n=4)
+    path = AUDITS["toy_audit"].execute(demo_model, source.load(), ToyOptions(), source,
+                                       config={"checkpoint": "demo"}).save_json(tmp_path / "toy.json")
+    runs, _ = load_inputs([path])
+    sections = build_report(runs, plots=False)
+    assert [s.anchor for s in sections] == ["inputs", "toy"]
+    assert "No section" not in str(sections[0].blocks)
+    res = invoke("report", path, "-o", tmp_path / "r.md", "--no-plots")
+    assert res.exit_code == 0, res.output
+    assert "Toy audit" in (tmp_path / "r.md").read_text()
