@@ -83,15 +83,14 @@ def convert(
 
 def _convert(ctx: Ctx, output: Path, *, activation_kinds: str | None, input_shape: str | None, **fields) -> None:
     from ..audits import convert as audit
-    from ..convert import ConvertOptions, convert_flag
+    from ..convert_options import ConvertOptions, convert_flag
     from ..errors import UsageError
     from ..model.recipe import reload_hint
     from ..options import OptionsError
-    from ..surgery import ACTIVATION_MODULES
 
-    kinds = activation_kinds
-    kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else tuple(ACTIVATION_MODULES)
-    opts = ConvertOptions(activation_kinds=kind_list, **fields)
+    if activation_kinds:  # else every kind (the options' default)
+        fields["activation_kinds"] = tuple(k.strip() for k in activation_kinds.split(",") if k.strip())
+    opts = ConvertOptions(**fields)
     try:
         opts.validate()
     except OptionsError as err:  # the fields as this command's flags (--kinds, --power-iterations)

@@ -6,9 +6,7 @@ CURVATURE.tol``); the shared ones (``--n/--num-samples``, ``--seed``, ``--batch-
 document the same on every command that takes them (``tests/cli/test_contract.py`` checks
 it). Defaults that are a library setting are read from the options dataclasses, never
 restated: :data:`CURVATURE` is ``CurvatureOptions()`` and so on (those classes import no
-torch, so ``lcnn-audit --help`` stays fast). The conversion's defaults are the exception
-(:class:`~lcnn_audit.convert.ConvertOptions` needs torch): they are literals here, tied to the
-class by a test.
+torch, so ``lcnn-audit --help`` stays fast).
 """
 
 from pathlib import Path
@@ -18,6 +16,7 @@ import typer
 
 from ..attacks.options import AttackOptions
 from ..bound.options import BoundOptions
+from ..convert_options import ConvertOptions
 from ..geometry.options import CurvatureOptions, GradRobustnessOptions
 from ..training.config import AdversarialTraining, PenaltyConfig, TrainConfig
 
@@ -29,6 +28,7 @@ BOUND = BoundOptions()
 TRAIN = TrainConfig()
 PENALTIES = PenaltyConfig()
 ADVERSARIAL = AdversarialTraining()
+CONVERT = ConvertOptions()
 
 #: help panels
 MODEL, DATA, OUTPUT, RUNTIME = "Model", "Data", "Output", "Runtime"
@@ -269,14 +269,6 @@ ConvertMaxIter = Annotated[int, opt("--max-iter", panel=CONVERSION, min=1, help=
                                                                                 "norm.")]
 Fx = Annotated[bool, opt("--fx/--no-fx", panel=CONVERSION, help=(
     "Use torch.fx to convert functional activations and give shared activation modules one module per call site."))]
-
-
-class CONVERT:
-    """:class:`~lcnn_audit.convert.ConvertOptions`' defaults (that class needs torch; a test
-    ties these to it): ``activation_kinds`` None means every kind."""
-
-    activations, batchnorm, conv, linear, fold_into_bn, use_fx = True, True, True, True, True, True
-    beta_init, gamma_init, n_power_iterations, tol, max_iter = 5.0, None, 1, 1e-6, 500
 
 
 # ---------------------------------------------------------------------------- finetune

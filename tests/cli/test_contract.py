@@ -16,6 +16,7 @@ from lcnn_audit.attacks.options import AttackOptions
 from lcnn_audit.audits.registry import AUDITS
 from lcnn_audit.bound.options import BoundOptions
 from lcnn_audit.cli import app
+from lcnn_audit.convert_options import ACTIVATION_KINDS, ConvertOptions
 from lcnn_audit.geometry.options import CurvatureOptions, DiscrepancyOptions, GradRobustnessOptions
 from lcnn_audit.training.config import AdversarialTraining, PenaltyConfig, TrainConfig
 
@@ -135,8 +136,6 @@ def test_bound_reads_one_sample_for_the_shape(record):
 
 
 def test_convert(record, tmp_path):
-    from lcnn_audit.convert import ConvertOptions
-
     calls = record("lcnn_audit.audits.convert.convert")
     out = tmp_path / "m.safetensors"
     invoke("convert", "demo", "-o", out, "--data", "demo", "--n", "6", "--seed", "1", "--batch-size", "3",
@@ -192,8 +191,6 @@ def test_defaults_are_the_options_classes(record, argv, target, expected):
 
 
 def test_convert_defaults(record, tmp_path):
-    from lcnn_audit.convert import ConvertOptions
-
     calls = record("lcnn_audit.audits.convert.convert")
     invoke("convert", "demo", "-o", tmp_path / "m.safetensors")
     assert calls["args"][1] == ConvertOptions() and calls["kwargs"]["data"] is None
@@ -237,8 +234,6 @@ def _check_defaults(command: str, cls, rename: dict | None = None) -> int:
 def test_every_cli_default_of_an_options_field_is_that_fields_default():
     """Iterating the audit registry and the convert/finetune options classes: every CLI option
     named like an options field shows that field's default."""
-    from lcnn_audit.convert import ConvertOptions
-
     commands = _click_commands()
     checked = 0
     for spec in AUDITS.values():
@@ -291,3 +286,31 @@ def test_finetune_writes_csv_per_epoch(tmp_path):
     assert res.exit_code == 0, res.output
     rows = Path(tmp_path / "e.csv").read_text().strip().splitlines()
     assert len(rows) == 2 and "epoch" in rows[0]
+
+
+# ---------------------------------------------------------------------------- the torch-free option modules
+
+
+def test_option_modules_import_no_torch():
+    """The CLI reads its defaults from the options classes at start-up: they import no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import lcnn_audit.cli.options; "
+            "bad = [m for m in ('torch', 'torchvision') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_torch_free_copies_match_the_torch_modules():
+    """The names the torch-free option modules hold are those the kernels use."""
+    from lcnn_audit.attacks import autoattack, base, pgd, registry
+    from lcnn_audit.layers import centered_softplus, spectral
+    from lcnn_audit.nn_kinds import SWAPPABLE_ACTIVATIONS
+    from lcnn_audit.surgery import ACTIVATION_MODULES
+
+    assert ACTIVATION_KINDS == tuple(SWAPPABLE_ACTIVATIONS) == tuple(ACTIVATION_MODULES)
+    assert ConvertOptions().beta_init == centered_softplus.DEFAULT_BETA
+    assert (ConvertOptions().tol, ConvertOptions().max_iter) == (spectral.DEFAULT_TOL, spectral.DEFAULT_MAX_ITER)
+    assert base.NORMS == ("linf", "l2", "l1") and pgd.STEP_RULES == ("fixed", "apgd")
+    assert "autoattack" in registry.ATTACKS and autoattack.VERSIONS[0] == "standard"
+    assert set(base.NORMS) == {n for cls in registry.ATTACKS.values() for n in cls.norms}
