@@ -2,7 +2,7 @@
 without torch so that the CLI reads its defaults from :class:`ConvertOptions` itself.
 
 ``ConvertOptions`` is a frozen options class (:mod:`lcnn_audit.options`); its defaults are
-the LCNN layers' (:mod:`lcnn_audit.layers.defaults`): β = 5 (the reference code's start),
+the LCNN layers' (:mod:`lcnn_audit.layer_defaults`): β = 5 (the reference code's start),
 spectral norms to a relative residual of 1e-6 in at most 500 products.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .layers.defaults import DEFAULT_BETA, DEFAULT_MAX_ITER, DEFAULT_TOL
+from .layer_defaults import DEFAULT_BETA, DEFAULT_MAX_ITER, DEFAULT_TOL
 from .options import OptionsError, Problem, flag_label
 
 #: the activation kinds the conversion replaces, in order: the keys of

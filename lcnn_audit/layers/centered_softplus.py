@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-from .defaults import DEFAULT_BETA
+from ..layer_defaults import DEFAULT_BETA
 
 LOG2 = math.log(2.0)
 _TAU = 0.1  # |βx| below this uses the series for φ(z) = g(z)/z

@@ -1,6 +1,7 @@
 """The LCNN layers' default settings, importable without torch (the CLI shows them in its help).
 
-:mod:`.centered_softplus` and :mod:`.spectral` import them from here, and
+:mod:`lcnn_audit.layers.centered_softplus` and :mod:`lcnn_audit.layers.spectral` import them
+from here (outside ``layers/``, whose package imports torch), and
 :class:`lcnn_audit.convert_options.ConvertOptions` takes its defaults from them.
 """
 
