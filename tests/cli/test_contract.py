@@ -304,12 +304,13 @@ def test_option_modules_import_no_torch():
 def test_torch_free_copies_match_the_torch_modules():
     """The names the torch-free option modules hold are those the kernels use."""
     from lcnn_audit.attacks import autoattack, base, pgd, registry
-    from lcnn_audit.layers import centered_softplus, spectral
+    from lcnn_audit.layers import spectral
+    from lcnn_audit.layers.centered_softplus import DEFAULT_BETA
     from lcnn_audit.nn_kinds import SWAPPABLE_ACTIVATIONS
     from lcnn_audit.surgery import ACTIVATION_MODULES
 
     assert ACTIVATION_KINDS == tuple(SWAPPABLE_ACTIVATIONS) == tuple(ACTIVATION_MODULES)
-    assert ConvertOptions().beta_init == centered_softplus.DEFAULT_BETA
+    assert ConvertOptions().beta_init == DEFAULT_BETA
     assert (ConvertOptions().tol, ConvertOptions().max_iter) == (spectral.DEFAULT_TOL, spectral.DEFAULT_MAX_ITER)
     assert base.NORMS == ("linf", "l2", "l1") and pgd.STEP_RULES == ("fixed", "apgd")
     assert "autoattack" in registry.ATTACKS and autoattack.VERSIONS[0] == "standard"
