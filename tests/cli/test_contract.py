@@ -315,3 +315,38 @@ def test_torch_free_copies_match_the_torch_modules():
     assert base.NORMS == ("linf", "l2", "l1") and pgd.STEP_RULES == ("fixed", "apgd")
     assert "autoattack" in registry.ATTACKS and autoattack.VERSIONS[0] == "standard"
     assert set(base.NORMS) == {n for cls in registry.ATTACKS.values() for n in cls.norms}
+
+
+# ---------------------------------------------------------------------------- the commands over no audit
+
+
+def test_gate(record, tmp_path):
+    calls = record("lcnn_audit.gates.load_policy")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("name: p\n")
+    invoke("gate", policy, "--no-regression", "--trust-policy", "--threads", "1")
+    assert calls["args"] == (policy,) and calls["kwargs"] == {"compute": True, "regression": False, "trust": True}
+
+
+def test_gate_results_mode(record, tmp_path):
+    calls = record("lcnn_audit.gates.load_policy")
+    policy, res = tmp_path / "policy.yaml", tmp_path / "r.json"
+    policy.write_text("name: p\n")
+    res.write_text("{}")
+    invoke("gate", policy, "--results", res)
+    assert calls["kwargs"] == {"compute": False, "regression": True, "trust": False}
+
+
+def test_report(record, monkeypatch, tmp_path):
+    monkeypatch.setattr("lcnn_audit.report.load_inputs", lambda inputs, labels: (["runs", *labels], ["verdicts"]))
+    calls = record("lcnn_audit.report.write_report")
+    out = tmp_path / "r.md"
+    invoke("report", tmp_path / "a.json", "-o", out, "--label", "m1", "--title", "T", "--no-plots")
+    assert calls["args"] == (["runs", "m1"], out, ["verdicts"]) and calls["kwargs"] == {"title": "T", "plots": False}
+
+
+def test_demo(record, tmp_path):
+    calls = record("lcnn_audit.demo.run_demo")
+    invoke("demo", "-o", tmp_path / "d", "--n", "32", "-q")
+    step, out = calls["args"]
+    assert step.name == next(iter(AUDITS)) and out == tmp_path / "d" and calls["kwargs"]["n"] == 32
