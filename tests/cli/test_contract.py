@@ -166,8 +166,9 @@ def test_finetune(record, tmp_path):
 
 def test_finetune_lcnn_weights(record, tmp_path):
     calls = record("lcnn_audit.audits.finetune.finetune")
-    invoke("finetune", "demo", "--out", tmp_path / "m.safetensors", "--n", "4", "--lcnn")
+    invoke("finetune", "demo", "--out", tmp_path / "m.safetensors", "--num-samples", "4", "--lcnn")
     assert calls["args"][3].penalties == PenaltyConfig(lambda_beta=1e-4, lambda_gamma=1e-5)
+    assert len(calls["args"][1]) == 4  # --num-samples, the long form of --n, on every command
 
 
 # ---------------------------------------------------------------------------- defaults = the options classes'
@@ -194,6 +195,8 @@ def test_convert_defaults(record, tmp_path):
     calls = record("lcnn_audit.audits.convert.convert")
     invoke("convert", "demo", "-o", tmp_path / "m.safetensors")
     assert calls["args"][1] == ConvertOptions() and calls["kwargs"]["data"] is None
+    invoke("convert", "demo", "-o", tmp_path / "m.safetensors", "--data", "demo", "--num-samples", "3")
+    assert len(calls["kwargs"]["data"]) == 3
 
 
 def test_finetune_defaults(record, tmp_path):
