@@ -12,12 +12,12 @@ from ._version import __version__
 #: public name -> the module that defines it; imported on first use (PEP 562), so that the
 #: command line starts (and a Ctrl-C during start-up is handled) before torch is imported
 _EXPORTS = {
-    "AttackOptions": "attacks", "attack_audit": "attacks", "bound_audit": "bound", "curvature_bound": "bound",
-    "ConvertOptions": "convert", "convert_model": "convert", "ImageData": "data", "load_data": "data",
-    "LcnnAuditError": "errors", "gate": "gates", "load_policy": "gates", "CurvatureOptions": "geometry",
-    "curvature_audit": "geometry", "GradRobustnessOptions": "geometry.robustness",
+    "AttackOptions": "attacks.options", "attack_audit": "attacks", "bound_audit": "bound", "curvature_bound": "bound",
+    "ConvertOptions": "convert_options", "convert_model": "convert", "ImageData": "data", "load_data": "data",
+    "LcnnAuditError": "errors", "gate": "gates", "load_policy": "gates", "CurvatureOptions": "geometry.options",
+    "curvature_audit": "geometry", "GradRobustnessOptions": "geometry.options",
     "discrepancy": "geometry.robustness", "grad_robustness": "geometry.robustness", "load_model": "model.load",
-    "save_model": "model.load", "write_report": "report", "AuditResult": "results", "TrainConfig": "training",
+    "save_model": "model.load", "write_report": "report", "AuditResult": "results", "TrainConfig": "training.config",
     "train": "training", "robustness_benchmark": "benchmark", "as_image_data": "coerce",
     "LcnnAuditNotice": "notices",
 }

@@ -8,16 +8,26 @@ shape in :mod:`.summary`. ``attack_audit`` runs them under the evaluation protoc
 ``docs/attacks.md``.
 """
 
-from .audit import attack_audit
-from .autoattack import AutoAttack
-from .cw import CarliniWagnerL2
-from .deepfool import DeepFool
-from .fgsm import FGSM
-from .options import DEFAULT_EPS, AttackOptions
-from .pgd import PGD
-from .protocol import Attack
-from .registry import ATTACKS, build_attack
-from .stats import clopper_pearson
+#: public name -> the submodule that defines it, imported on first use (PEP 562): :mod:`.options`
+#: and :mod:`.names` need no torch, so that the CLI reads the attack defaults before torch is imported
+_EXPORTS = {"attack_audit": "audit", "AutoAttack": "autoattack", "CarliniWagnerL2": "cw", "DeepFool": "deepfool",
+            "FGSM": "fgsm", "DEFAULT_EPS": "options", "AttackOptions": "options", "PGD": "pgd", "Attack": "protocol",
+            "ATTACKS": "registry", "build_attack": "registry", "clopper_pearson": "stats"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = ["ATTACKS", "DEFAULT_EPS", "Attack", "AttackOptions", "AutoAttack", "CarliniWagnerL2", "DeepFool", "FGSM",
            "PGD", "attack_audit", "build_attack", "clopper_pearson"]

@@ -42,10 +42,9 @@ import torch
 
 from ..errors import UsageError
 from .base import check_eps, check_norm, default_index
+from .names import SUB_ATTACKS, VERSIONS
 
 AA_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
-VERSIONS = ("standard", "plus", "rand", "custom")
-SUB_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 BLACK_BOX = ("square",)
 #: (substring of AutoAttack's warning, flag name), first match wins.
 CHECK_PATTERNS = (

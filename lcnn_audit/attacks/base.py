@@ -17,9 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckFailedError, UsageError
-
-NORMS = ("linf", "l2", "l1")
-LOSSES = ("ce", "margin")
+from .names import LOSSES, NORMS
 
 #: Relative slack on ``‖x_adv − x‖ ≤ eps`` in the re-check, on top of float32 rounding of x + δ.
 NORM_RTOL = 1e-4

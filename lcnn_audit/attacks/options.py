@@ -15,14 +15,12 @@ from dataclasses import asdict, dataclass
 
 from ..errors import UsageError
 from ..options import Problem, finite_problems, validate
-from .autoattack import SUB_ATTACKS, VERSIONS
-from .base import LOSSES, NORMS
 from .fields import eps_key
-from .pgd import STEP_RULES
-from .registry import ADAPTIVE, ATTACKS, MINIMAL_NORM, WHITE_BOX, build_attack
+from .names import ADAPTIVE, LOSSES, NORMS, STEP_RULES, SUB_ATTACKS, VERSIONS
 
-__all__ = ["ADAPTIVE", "ANY_NORM", "ATTACKS", "DEFAULT_EPS", "MINIMAL_NORM", "WHITE_BOX", "WORST", "AttackOptions",
-           "eps_key", "parse_eps", "parse_eps_value", "split_names"]
+# ATTACKS, MINIMAL_NORM and WHITE_BOX come from .registry on first use (module __getattr__)
+__all__ = ["ADAPTIVE", "ANY_NORM", "ATTACKS", "DEFAULT_EPS", "MINIMAL_NORM", "WHITE_BOX", "WORST",  # noqa: F822
+           "AttackOptions", "eps_key", "parse_eps", "parse_eps_value", "split_names"]
 
 #: Default eps sweeps: LCNN paper Table 2 (L2), the usual 1..8/255 (Linf), AutoAttack's L1 range.
 DEFAULT_EPS = {"l2": (0.05, 0.1, 0.15, 0.2), "linf": (1 / 255, 2 / 255, 4 / 255, 8 / 255), "l1": (3.0, 6.0, 12.0)}
@@ -84,6 +82,22 @@ def parse_eps(specs: list[str] | tuple[str, ...] | None) -> dict[str, tuple[floa
             per[ANY_NORM] = common
         return per
     return common
+
+
+def _attacks() -> dict:
+    """The attack registry (:data:`.registry.ATTACKS`), imported on first use: the attack
+    classes need torch, and these options are read (for the CLI's defaults) without it."""
+    from .registry import ATTACKS
+
+    return ATTACKS
+
+
+def __getattr__(name: str):
+    if name in ("ATTACKS", "MINIMAL_NORM", "WHITE_BOX"):  # re-exported from .registry, on first use
+        from . import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _floats(v) -> tuple[float, ...]:
@@ -170,14 +184,15 @@ class AttackOptions:
         known_n = [n for n in self.norms if n in NORMS]
         out = []
         for a in self._known_attacks():
-            ok = [n for n in known_n if n in ATTACKS[a].norms]
+            norms = _attacks()[a].norms
+            ok = [n for n in known_n if n in norms]
             if ok and len(ok) < len(known_n):
                 skipped = [n for n in known_n if n not in ok]
-                out.append(f"{a} supports only {', '.join(ATTACKS[a].norms)}; it does not run for {', '.join(skipped)}")
+                out.append(f"{a} supports only {', '.join(norms)}; it does not run for {', '.join(skipped)}")
         return out
 
     def _known_attacks(self) -> list[str]:
-        return [a for a in self.attacks if a in ATTACKS] if isinstance(self.attacks, tuple) else []
+        return [a for a in self.attacks if a in _attacks()] if isinstance(self.attacks, tuple) else []
 
     # ------------------------------------------------------------------ plan
 
@@ -193,7 +208,7 @@ class AttackOptions:
 
     def plan(self) -> list[tuple[str, str]]:
         """The (attack, norm) pairs that run, norm-major, in the order given."""
-        return [(a, n) for n in self.norms for a in self.attacks if a in ATTACKS and n in ATTACKS[a].norms]
+        return [(a, n) for n in self.norms for a in self.attacks if a in _attacks() and n in _attacks()[a].norms]
 
     # ------------------------------------------------------------------ validation
 
@@ -210,10 +225,10 @@ class AttackOptions:
     def _attack_problems(self) -> list[Problem]:
         out = [] if self.attacks else [Problem("attacks", "is empty")]
         for a in self.attacks:
-            if a not in ATTACKS:
-                hint = difflib.get_close_matches(a, list(ATTACKS), n=1)
+            if a not in _attacks():
+                hint = difflib.get_close_matches(a, list(_attacks()), n=1)
                 out.append(Problem(None, f"unknown attack {a!r}" + (f" (did you mean {hint[0]}?)" if hint else "")
-                                   + f"; use one of {', '.join(ATTACKS)}"))
+                                   + f"; use one of {', '.join(_attacks())}"))
         if len(set(self.attacks)) != len(self.attacks):
             out.append(Problem("attacks", f"lists an attack twice: {', '.join(self.attacks)}"))
         return out
@@ -226,11 +241,11 @@ class AttackOptions:
             out.append(Problem("norms", f"lists a norm twice: {', '.join(self.norms)}"))
         known_a, known_n = self._known_attacks(), [n for n in self.norms if n in NORMS]
         for a in known_a:
-            if known_n and not any(n in ATTACKS[a].norms for n in known_n):
-                out.append(Problem(None, f"{a} supports the norms {', '.join(ATTACKS[a].norms)}, none of those in "
+            if known_n and not any(n in _attacks()[a].norms for n in known_n):
+                out.append(Problem(None, f"{a} supports the norms {', '.join(_attacks()[a].norms)}, none of those in "
                                          f"{{norms}} ({','.join(known_n)})"))
         for n in known_n:
-            if known_a and not any(n in ATTACKS[a].norms for a in known_a):
+            if known_a and not any(n in _attacks()[a].norms for a in known_a):
                 out.append(Problem(None, f"no selected attack supports the {n} norm (autoattack covers linf, l2 "
                                          "and l1)"))
         return out
@@ -301,6 +316,8 @@ class AttackOptions:
 
     def build(self, attack: str, norm: str, eps: float | None = None, steps: int | None = None):
         """The attack object for one (attack, norm, eps), from the registry (:func:`.registry.build_attack`)."""
+        from .registry import build_attack  # the attack classes need torch; these options do not
+
         return build_attack(attack, self, norm, eps, steps)
 
     def to_dict(self) -> dict:

@@ -50,6 +50,7 @@ from .base import (
     input_gradient,
     project,
 )
+from .names import STEP_RULES
 
 SUPPORTED_NORMS = ("l2", "linf")
 #: rng stream ids: restart r draws from STREAM_PGD + 4r (+0 linf cube, +1 l2 direction, +2 l2 radius).
@@ -57,7 +58,6 @@ STREAM_PGD = 0x00A7_0000
 
 
 STARTS = ("clean", "random", "none")
-STEP_RULES = ("fixed", "apgd")
 #: APGD's momentum and its checkpoint success-rate threshold (Croce & Hein, ICML 2020, Alg. 1).
 APGD_ALPHA, APGD_RHO = 0.75, 0.75
 

@@ -16,13 +16,12 @@ from .autoattack import AutoAttack
 from .cw import CarliniWagnerL2
 from .deepfool import DeepFool
 from .fgsm import FGSM
+from .names import ADAPTIVE
 from .pgd import PGD
 from .protocol import Attack
 
 #: name -> attack class (the registry; its errors list the valid names).
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (PGD, FGSM, DeepFool, CarliniWagnerL2, AutoAttack)}
-#: The adaptive counter's row: PGD with the margin loss, EOT and BPDA (see :mod:`.counters`).
-ADAPTIVE = "pgd_adaptive"
 #: Attacks the audit builds besides the registry's: name -> builder ``(options, norm, eps, steps)``.
 COUNTERS = {ADAPTIVE: PGD.adaptive_from_options}
 #: Attacks that only follow the model's gradient (derived from the classes' ``white_box``).

@@ -4,35 +4,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from ..data import ImageData, same_samples
 from ..errors import UsageError
-from ..geometry.measures import CurvatureOptions
+from ..geometry.options import DiscrepancyOptions
 from ..geometry.robustness import discrepancy
-from ..options import Problem, nested, validate
 from ..results import AuditResult
 from ..runner import Progress
-
-
-@dataclass(frozen=True)
-class DiscrepancyOptions:
-    """``audits.discrepancy``: the train data (default: the same dataset's train split) and the
-    curvature engine's settings under ``curvature:``."""
-
-    train_path: str | None = None
-    curvature: CurvatureOptions = field(default_factory=CurvatureOptions)
-
-    def problems(self) -> list[Problem]:
-        """The curvature settings' problems, as ``curvature.FIELD``."""
-        return nested("curvature", self.curvature.problems())
-
-    def validate(self) -> None:
-        """Raise one OptionsError listing every problem."""
-        validate(self)
 
 
 def run(model: nn.Module, data: ImageData, options: DiscrepancyOptions | None = None, *, train_data: ImageData,

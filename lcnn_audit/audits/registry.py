@@ -122,7 +122,7 @@ _REPORT = "lcnn_audit.report.sections"
 AUDITS: dict[str, AuditSpec] = {
     "curvature": AuditSpec(
         "curvature", "curvature", "curvature audit",
-        options="lcnn_audit.geometry.measures:CurvatureOptions", run="lcnn_audit.audits.curvature:run",
+        options="lcnn_audit.geometry.options:CurvatureOptions", run="lcnn_audit.audits.curvature:run",
         renderer=f"{_CLI}.curvature:render_curvature", section=f"{_REPORT}:curvature_section",
         demo=DemoSettings("curvature audit", kwargs={"examples": 6})),
     "attack": AuditSpec(
@@ -135,19 +135,19 @@ AUDITS: dict[str, AuditSpec] = {
         metric_check="lcnn_audit.gates.policy:_attack_metric_problems"),
     "grad_robustness": AuditSpec(
         "grad_robustness", "grad-robustness", "gradient robustness",
-        options="lcnn_audit.geometry.robustness:GradRobustnessOptions", run="lcnn_audit.audits.grad_robustness:run",
+        options="lcnn_audit.geometry.options:GradRobustnessOptions", run="lcnn_audit.audits.grad_robustness:run",
         renderer=f"{_CLI}.robustness:render_grad_robustness",
         section=f"{_REPORT}:grad_robustness_section",
         demo=DemoSettings("gradient robustness", options={"draws": 2}, max_n=64)),
     "discrepancy": AuditSpec(
         "discrepancy", "discrepancy", "train-test discrepancy",
-        options="lcnn_audit.audits.discrepancy:DiscrepancyOptions", run="lcnn_audit.audits.discrepancy:run",
+        options="lcnn_audit.geometry.options:DiscrepancyOptions", run="lcnn_audit.audits.discrepancy:run",
         inputs="lcnn_audit.audits.discrepancy:inputs", path_fields=("train_path",),
         renderer=f"{_CLI}.robustness:render_discrepancy", section=f"{_REPORT}:discrepancy_section",
         demo=DemoSettings("train-test discrepancy")),
     "bound": AuditSpec(
         "bound", "bound", "data-free bound",
-        options="lcnn_audit.audits.bound:BoundOptions", run="lcnn_audit.audits.bound:run",
+        options="lcnn_audit.bound.options:BoundOptions", run="lcnn_audit.audits.bound:run",
         needs_data="lcnn_audit.audits.bound:needs_data", renderer=f"{_CLI}.bound:render_bound",
         section=f"{_REPORT}:bound_section"),
 }

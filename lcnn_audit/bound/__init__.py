@@ -46,17 +46,35 @@ composition above), :mod:`.audit` (:func:`curvature_bound`, :func:`bound_audit`,
 :mod:`.options` (:class:`BoundOptions` and the defaults), :mod:`.result` (the report rows).
 """
 
-from .audit import bound_audit, curvature_bound
-from .norms import adaptive_overlap as _adaptive_overlap  # noqa: F401 - the old private names (tests use them)
-from .norms import maxpool_overlap as _maxpool_overlap  # noqa: F401
-from .options import BOUND_MAX_ITER, BOUND_TOL, LAMBDA_BETA, LAMBDA_GAMMA, BoundOptions
-from .result import BoundReport, LayerBound
-from .rules import GELU_CONSTANTS, RELU_CONSTANTS, SIGMOID_CONSTANTS, SILU_CONSTANTS, TANH_CONSTANTS, LayerRule
+#: public name -> the submodule that defines it, imported on first use (PEP 562): :mod:`.options`
+#: needs no torch, so that the CLI reads the bound's defaults before torch is imported
+_EXPORTS = {
+    "bound_audit": "audit", "curvature_bound": "audit", "BOUND_MAX_ITER": "options", "BOUND_TOL": "options",
+    "LAMBDA_BETA": "options", "LAMBDA_GAMMA": "options", "BoundOptions": "options", "BoundReport": "result",
+    "LayerBound": "result", "GELU_CONSTANTS": "rules", "RELU_CONSTANTS": "rules", "SIGMOID_CONSTANTS": "rules",
+    "SILU_CONSTANTS": "rules", "TANH_CONSTANTS": "rules", "LayerRule": "rules",
+}
+#: the old private names (tests use them) -> (submodule, name there)
+_ALIASES = {"_adaptive_overlap": ("norms", "adaptive_overlap"), "_maxpool_overlap": ("norms", "maxpool_overlap"),
+            # the bound's former names of BOUND_TOL / BOUND_MAX_ITER (see .options for why they differ
+            # from lcnn_audit.layers.spectral.DEFAULT_TOL)
+            "DEFAULT_TOL": ("options", "BOUND_TOL"), "DEFAULT_MAX_ITER": ("options", "BOUND_MAX_ITER")}
 
-#: the bound's former names of :data:`BOUND_TOL` / :data:`BOUND_MAX_ITER` (see :mod:`.options`
-#: for why they differ from :data:`lcnn_audit.layers.spectral.DEFAULT_TOL`)
-DEFAULT_TOL = BOUND_TOL
-DEFAULT_MAX_ITER = BOUND_MAX_ITER
+
+def __getattr__(name: str):
+    if name in _EXPORTS or name in _ALIASES:
+        import importlib
+
+        module, attr = _ALIASES.get(name, (_EXPORTS.get(name), name))
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, *_ALIASES])
+
 
 __all__ = [
     "BOUND_MAX_ITER", "BOUND_TOL", "DEFAULT_MAX_ITER", "DEFAULT_TOL", "GELU_CONSTANTS", "LAMBDA_BETA", "LAMBDA_GAMMA",

@@ -1,112 +1,85 @@
 """``lcnn-audit attack``: robust accuracy under PGD, FGSM, DeepFool, C&W and AutoAttack."""
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.table import Table
 
+from ..attacks.options import AttackOptions
 from ..formatting import eps_text
 from . import app
-from .common import Ctx, _is_main_rank, command_options, err_console
+from . import options as o
+from .common import Ctx, _is_main_rank, command, err_console
 from .curvature import check_image_dir
+from .options import ATTACK as A
 from .render import fmt
-
-A = "Attack"
-AA = "AutoAttack"
-MN = "DeepFool / C&W"
-CT = "Masking checks and counters"
 
 
 def eps_label(eps: float, norm: str) -> str:
+    """``eps`` as the table shows it (fractions of 255 for linf)."""
     return eps_text(eps, norm, with_value=True)
 
 
 @app.command()
-@command_options("model", "data", "output", "resume")
 def attack(
-    ctx: Ctx,
-    attack: Annotated[str, typer.Option("--attack", "--attacks",
-                                        help="Comma-separated: pgd, fgsm, deepfool, cw, autoattack.",
-                                        rich_help_panel=A)] = "pgd",
-    norm: Annotated[str, typer.Option("--norm", "--norms",
-                                      help="Comma-separated threat models: l2, linf, l1 (l1: autoattack only; "
-                                           "deepfool and cw: l2 only).", rich_help_panel=A)] = "l2",
-    eps: Annotated[list[str] | None, typer.Option(
-        "--eps", help="Eps sweep, all computed in one run: 0.05,0.1,0.15,0.2 (every norm) or NORM=LIST for one norm "
-                      "(repeatable); fractions like 8/255 work. Default: l2 0.05,0.1,0.15,0.2 (LCNN Table 2), "
-                      "linf 1/255,2/255,4/255,8/255, l1 3,6,12.", rich_help_panel=A)] = None,
-    steps: Annotated[int, typer.Option(help="PGD steps.", rich_help_panel=A, min=1)] = 10,
-    restarts: Annotated[int, typer.Option(help="PGD random restarts (the best is kept per sample).",
-                                          rich_help_panel=A, min=1)] = 1,
-    step_size: Annotated[float | None, typer.Option(help="PGD fixed step size (default 2.5·eps/steps with "
-                                                         "--step-rule fixed).", rich_help_panel=A)] = None,
-    step_rule: Annotated[str | None, typer.Option(help="PGD step-size rule: apgd (adaptive step and momentum, Croce "
-                                                       "& Hein 2020; the default) or fixed (the default with "
-                                                       "--step-size).", rich_help_panel=A)] = None,
-    random_start: Annotated[bool, typer.Option("--random-start/--no-random-start", help="PGD random start.",
-                                               rich_help_panel=A)] = True,
-    loss: Annotated[str, typer.Option(help="PGD/FGSM objective: ce (cross-entropy) or margin (C&W margin).",
-                                      rich_help_panel=A)] = "ce",
-    masking_checks: Annotated[bool, typer.Option("--masking-checks/--no-masking-checks", help=(
-        "Run the extra gradient-masking checks: PGD with 4x the steps at the middle eps, and PGD at the box "
-        "diameter; the Indicators of Attack Failure that need extra runs; a small Square attack on every "
-        "--check-every-th input."), rich_help_panel=A)] = True,
-    eot: Annotated[int, typer.Option(help="Counter for randomised models: average each gradient of the adaptive "
-                                          "PGD over N forward passes (EOT).", rich_help_panel=CT, min=1)] = 1,
-    bpda: Annotated[str | None, typer.Option(help="Counter for non-differentiable parts: comma-separated submodule "
-                                                  "names (as in model.named_modules()) whose backward pass is the "
-                                                  "identity in the adaptive PGD (BPDA).", rich_help_panel=CT)] = None,
-    auto_margin: Annotated[bool, typer.Option("--auto-margin/--no-auto-margin", help=(
-        "Run the adaptive margin-loss PGD on inputs whose cross-entropy gradient is exactly zero (saturated)."),
-        rich_help_panel=CT)] = True,
-    check_every: Annotated[int, typer.Option(help="The restart and Square checks run on every N-th input (by "
-                                                  "dataset index).", rich_help_panel=CT, min=1)] = 8,
-    square_queries: Annotated[int, typer.Option(help="Queries of the black-box Square check.", rich_help_panel=CT,
-                                                min=1)] = 300,
-    version: Annotated[str, typer.Option(help="AutoAttack version: standard, plus, rand, or custom (with "
-                                              "--aa-attacks).", rich_help_panel=AA)] = "standard",
-    aa_attacks: Annotated[str | None, typer.Option(help="Sub-attacks for --version custom: apgd-ce, apgd-dlr, fab, "
-                                                        "square, apgd-t, fab-t.", rich_help_panel=AA)] = None,
-    aa_n_iter: Annotated[int | None, typer.Option(help="Shrink APGD/FAB iterations (quick runs; not standard "
-                                                       "AutoAttack numbers).", rich_help_panel=AA)] = None,
-    aa_n_queries: Annotated[int | None, typer.Option(help="Shrink Square's queries (quick runs).",
-                                                     rich_help_panel=AA)] = None,
-    df_steps: Annotated[int, typer.Option(help="DeepFool iterations.", rich_help_panel=MN)] = 50,
-    overshoot: Annotated[float, typer.Option(help="DeepFool overshoot.", rich_help_panel=MN)] = 0.02,
-    candidates: Annotated[int, typer.Option(help="DeepFool candidate classes (incl. the label).",
-                                            rich_help_panel=MN)] = 10,
-    cw_steps: Annotated[int, typer.Option(help="C&W Adam steps per binary-search round.", rich_help_panel=MN)] = 100,
-    cw_search_steps: Annotated[int, typer.Option(help="C&W binary-search rounds over the constant c.",
-                                                 rich_help_panel=MN)] = 5,
-    cw_lr: Annotated[float, typer.Option(help="C&W Adam learning rate.", rich_help_panel=MN)] = 0.01,
-    cw_confidence: Annotated[float, typer.Option(help="C&W confidence margin κ.", rich_help_panel=MN)] = 0.0,
-    cw_initial_const: Annotated[float, typer.Option(help="C&W initial constant c.", rich_help_panel=MN)] = 0.1,
-    plot: Annotated[Path | None, typer.Option(help="Draw robust accuracy against eps (CURE Fig. 6) to this "
-                                                   "image file (.png, .pdf, .svg).", rich_help_panel="Output")] = None,
-    save_adv: Annotated[Path | None, typer.Option(help="Save the adversarial examples as safetensors "
-                                                       "(x, x_adv_<norm>, first_eps_<norm>, attack_<norm>).",
-                                                  rich_help_panel="Output")] = None,
-    examples: Annotated[int | None, typer.Option(help="Keep K adversarial examples in the JSON (the most curved of "
-                                                      "the samples broken at the smallest eps): input, gradient, top "
-                                                      "Hessian eigenvector, adversarial example, perturbation. "
-                                                      "Default: 6 with --save-images, else 0.", min=0,
-                                                 rich_help_panel="Output")] = None,
-    save_images: Annotated[Path | None, typer.Option(help="Write a PNG grid of those examples into this directory.",
-                                                     rich_help_panel="Output")] = None,
+    checkpoint: o.Checkpoint = None,
+    attack: o.Attacks = o.comma(A.attacks),
+    norm: o.Norms = o.comma(A.norms),
+    eps: o.Eps = None,
+    steps: o.Steps = A.steps,
+    restarts: o.Restarts = A.restarts,
+    step_size: o.StepSize = A.step_size,
+    step_rule: o.StepRule = A.step_rule,
+    random_start: o.RandomStart = A.random_start,
+    loss: o.Loss = A.loss,
+    masking_checks: o.MaskingChecks = A.masking_checks,
+    eot: o.Eot = A.eot,
+    bpda: o.Bpda = None,
+    auto_margin: o.AutoMargin = A.auto_margin,
+    check_every: o.CheckEvery = A.check_every,
+    square_queries: o.SquareQueries = A.square_queries,
+    version: o.Version = A.version,
+    aa_attacks: o.AaAttacks = A.aa_attacks,
+    aa_n_iter: o.AaNIter = A.aa_n_iter,
+    aa_n_queries: o.AaNQueries = A.aa_n_queries,
+    df_steps: o.DfSteps = A.df_steps,
+    overshoot: o.Overshoot = A.overshoot,
+    candidates: o.Candidates = A.candidates,
+    cw_steps: o.CwSteps = A.cw_steps,
+    cw_search_steps: o.CwSearchSteps = A.cw_search_steps,
+    cw_lr: o.CwLr = A.cw_lr,
+    cw_confidence: o.CwConfidence = A.cw_confidence,
+    cw_initial_const: o.CwInitialConst = A.cw_initial_const,
+    plot: o.AttackPlot = None,
+    save_adv: o.SaveAdv = None,
+    examples: o.AttackExamples = None,
+    save_images: o.AttackSaveImages = None,
+    checkpoint_opt: o.CheckpointOpt = None, arch: o.Arch = None, arch_kwargs: o.ArchKwargs = None,
+    trust_checkpoint: o.TrustCheckpoint = False, normalize: o.Normalize = None, output_key: o.OutputKey = None,
+    state_key: o.StateKey = None,
+    data: o.Data = "demo", data_root: o.DataRoot = None, split: o.Split = "test", single_split: o.SingleSplit = False,
+    n: o.N = None, seed: o.Seed = A.seed, batch_size: o.BatchSize = 128, download: o.Download = False,
+    device: o.Device = "auto",
+    json_path: o.Json = None, csv_path: o.Csv = None, quiet: o.Quiet = False, verbose: o.Verbose = False,
+    resume: o.Resume = False, threads: o.Threads = None,
 ) -> None:
     """Robust accuracy against eps with per-sample worst case, 95 % intervals and gradient-masking flags."""
-    from ..attacks import AttackOptions, attack_audit
-    from ..attacks.plot import check_plot_path
+    ctx = Ctx.of(locals())
+    with command(ctx, locals()):
+        opts = AttackOptions.from_cli(
+            attack=attack, norm=norm, eps=eps, step_rule=step_rule, aa_attacks=aa_attacks, bpda=bpda, steps=steps,
+            step_size=step_size, restarts=restarts, random_start=random_start, loss=loss, version=version,
+            aa_n_iter=aa_n_iter, aa_n_queries=aa_n_queries, df_steps=df_steps, overshoot=overshoot,
+            candidates=candidates, cw_steps=cw_steps, cw_search_steps=cw_search_steps, cw_lr=cw_lr,
+            cw_confidence=cw_confidence, cw_initial_const=cw_initial_const, masking_checks=masking_checks,
+            seed=seed, eot=eot, auto_margin=auto_margin, check_every=check_every, square_queries=square_queries)
+        _attack(ctx, opts.validate(), plot=plot, save_adv=save_adv, examples=examples, save_images=save_images)
 
-    opts = AttackOptions.from_cli(
-        attack=attack, norm=norm, eps=eps, step_rule=step_rule, aa_attacks=aa_attacks, bpda=bpda, steps=steps,
-        step_size=step_size, restarts=restarts, random_start=random_start, loss=loss, version=version,
-        aa_n_iter=aa_n_iter, aa_n_queries=aa_n_queries, df_steps=df_steps, overshoot=overshoot, candidates=candidates,
-        cw_steps=cw_steps, cw_search_steps=cw_search_steps, cw_lr=cw_lr, cw_confidence=cw_confidence,
-        cw_initial_const=cw_initial_const, masking_checks=masking_checks, seed=ctx.seed, eot=eot,
-        auto_margin=auto_margin, check_every=check_every, square_queries=square_queries,
-    ).validate()
+
+def _attack(ctx: Ctx, opts: AttackOptions, *, plot: Path | None, save_adv: Path | None, examples: int | None,
+            save_images: Path | None) -> None:
+    from ..attacks.plot import check_plot_path
+    from ..audits import attack as audit
+
     if plot is not None:
         check_plot_path(plot)
     ctx.check_outputs({"--plot": plot, "--save-adv": save_adv})
@@ -120,8 +93,8 @@ def attack(
     model = ctx.load_model()
     data = ctx.load_data()
     with ctx.progress("attack") as bar:
-        result = attack_audit(model, data, opts, batch_size=ctx.batch_size, progress=bar, save_adv=save_adv,
-                              config={"model": model.recipe, "checkpoint": ctx.checkpoint_path}, **run_kwargs)
+        result = audit.run(model, data, opts, batch_size=ctx.batch_size, progress=bar, save_adv=save_adv,
+                           config={"model": model.recipe, "checkpoint": ctx.checkpoint_path}, **run_kwargs)
     if examples and result.complete and _is_main_rank():  # rank 0 holds every sample
         _examples(ctx, model, data, result, examples, save_images)
     render_attack(ctx, result)

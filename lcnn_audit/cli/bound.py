@@ -1,66 +1,61 @@
 """``lcnn-audit bound``: the data-free curvature bound (LCNN Theorem 1) and the LCNN penalty."""
 
-from typing import Annotated
-
-import typer
 from rich.table import Table
 
+from ..bound.options import BoundOptions
 from . import app
-from .common import Ctx, command_options
-from .convert import (
-    DataOpt,
-    DataRootOpt,
-    DeviceOpt,
-    DownloadOpt,
-    ShapeOpt,
-    SingleSplitOpt,
-    SplitOpt,
-    load_cli_data,
-    parse_input_shape,
-)
+from . import options as o
+from .common import Ctx, command
+from .convert import parse_input_shape
+from .options import BOUND as B
 from .render import fmt
-
-B = "Bound"
 
 
 @app.command()
-@command_options("model", "output")
 def bound(
-    ctx: Ctx,
-    input_shape: ShapeOpt = None,
-    data: DataOpt = None,
-    data_root: DataRootOpt = None,
-    split: SplitOpt = "test",
-    download: DownloadOpt = False,
-    single_split: SingleSplitOpt = False,
-    device: DeviceOpt = "auto",
-    lambda_beta: Annotated[float, typer.Option(help="λβ of the LCNN penalty (eq. 5).", rich_help_panel=B)] = 1e-4,
-    lambda_gamma: Annotated[float, typer.Option(help="λγ of the LCNN penalty (eq. 5).", rich_help_panel=B)] = 1e-5,
-    tol: Annotated[float, typer.Option(help="Relative residual certificate of the operator norms.",
-                                       rich_help_panel=B)] = 1e-7,
-    max_iter: Annotated[int, typer.Option(help="Most operator products per operator norm.", min=1,
-                                          rich_help_panel=B)] = 1000,
+    checkpoint: o.Checkpoint = None,
+    input_shape: o.InputShape = None,
+    data: o.ShapeData = None,
+    data_root: o.DataRoot = None,
+    split: o.ShapeSplit = "test",
+    download: o.Download = False,
+    single_split: o.SingleSplit = False,
+    device: o.Device = "auto",
+    lambda_beta: o.LambdaBeta = B.lambda_beta,
+    lambda_gamma: o.LambdaGamma = B.lambda_gamma,
+    tol: o.BoundTol = B.tol,
+    max_iter: o.BoundMaxIter = B.max_iter,
+    checkpoint_opt: o.CheckpointOpt = None, arch: o.Arch = None, arch_kwargs: o.ArchKwargs = None,
+    trust_checkpoint: o.TrustCheckpoint = False, normalize: o.Normalize = None, output_key: o.OutputKey = None,
+    state_key: o.StateKey = None,
+    json_path: o.Json = None, csv_path: o.Csv = None, quiet: o.Quiet = False, verbose: o.Verbose = False,
+    threads: o.Threads = None,
 ) -> None:
     """Data-free bound of LCNN Theorem 1: per-layer curvature and Lipschitz constants, their running
     products, the Theorem 1 sum, rigorous Lipschitz/Hessian bounds and the LCNN penalty R_f (eq. 5).
 
     The input size comes from a converted checkpoint's recipe, --input-shape or --data.
     """
-    from ..audits.bound import BoundOptions, run
+    n = 1  # one sample gives the input size
+    ctx = Ctx.of(locals())
+    with command(ctx, locals()):
+        _bound(ctx, BoundOptions(input_shape=parse_input_shape(input_shape), lambda_beta=lambda_beta,
+                                 lambda_gamma=lambda_gamma, tol=tol, max_iter=max_iter))
 
-    shape = parse_input_shape(input_shape)
-    ctx.opts.update(device=device, data=data)
-    data_obj = load_cli_data(data, data_root, split, 1, 0, download, single_split)
-    opts = BoundOptions(input_shape=shape, lambda_beta=lambda_beta, lambda_gamma=lambda_gamma, tol=tol,
-                        max_iter=max_iter)
+
+def _bound(ctx: Ctx, opts: BoundOptions) -> None:
+    from ..audits import bound as audit
+
+    data = ctx.load_data()
     model = ctx.load_model()
     with ctx.progress("bound: layers") as bar:
-        result = run(model, data_obj, opts, config={"checkpoint": ctx.checkpoint_path}, progress=bar)
+        result = audit.run(model, data, opts, config={"checkpoint": ctx.checkpoint_path}, progress=bar)
     render_bound(ctx, result)
     ctx.finish(result)
 
 
 def render_bound(ctx: Ctx, result) -> None:
+    """Print the per-layer bounds, the totals and the notes."""
     s = result.summary
     table = Table(title=f"per-layer bounds on input {tuple(s['input_shape'])} ({s['composition']})",
                   title_justify="left")

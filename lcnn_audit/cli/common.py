@@ -1,21 +1,23 @@
-"""Shared CLI plumbing: option groups, error handling, progress and result output.
+"""Shared CLI plumbing: the shared options' values, error handling, progress and result output.
 
-Commands declare only their own options; ``@command_options(...)`` adds the shared model,
-data and output options to the signature Typer sees and hands the command a :class:`Ctx`.
+Every command declares its parameters with the aliases of :mod:`.options`, bundles the shared
+ones explicitly into a :class:`Ctx` (:class:`ModelArgs`, :class:`DataArgs`,
+:class:`OutputArgs`) and runs its body under :func:`command` (errors, threads, seed, output
+checks).
 """
 
-import functools
-import inspect
+from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LcnnAuditError, UsageError
+from .options import SINGLE_SPLIT_HELP, THREADS_HELP, VERBOSE_HELP  # noqa: F401 - their former home
+from .options import Threads as THREADS  # noqa: F401
 from .progress import configure_logging, progress_display
 from .width import print_wide
 
@@ -37,160 +39,150 @@ def styled(markup: str, *data: str) -> str:
     return markup.format(*(escape(plain(d)) for d in data))
 
 
-def _opt(*names, help: str, panel: str, **kw):
-    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)
+@dataclass(frozen=True)
+class ModelArgs:
+    """The model options (CHECKPOINT, ``--arch``, ``--normalize``, ...), as a command received them."""
+
+    checkpoint: str | None = None
+    checkpoint_opt: str | None = None
+    arch: str | None = None
+    arch_kwargs: str | None = None
+    trust_checkpoint: bool = False
+    normalize: str | None = None
+    output_key: str | None = None
+    state_key: str | None = None
+
+    @property
+    def given(self) -> str | None:
+        """CHECKPOINT or ``--checkpoint``, None when neither was given."""
+        return self.checkpoint or self.checkpoint_opt
+
+    @property
+    def path(self) -> str:
+        """The checkpoint; a usage error when none was given."""
+        if not self.given:
+            raise UsageError("no checkpoint given: pass CHECKPOINT (a file, or 'demo' for the bundled model)")
+        return self.given
+
+    def kwargs(self, device: str = "auto", dataset: str | None = None, checkpoint: str | None = None) -> dict:
+        """Keyword arguments of :func:`lcnn_audit.model.load.load_model`."""
+        return dict(checkpoint=checkpoint or self.path, arch=self.arch, arch_kwargs=self.arch_kwargs,
+                    trust_checkpoint=self.trust_checkpoint, normalize=self.normalize, output_key=self.output_key,
+                    state_key=self.state_key, device=device, dataset=dataset)
 
 
-M, D, O = "Model", "Data", "Output"
-SINGLE_SPLIT_HELP = ("Read an ImageFolder without train/ and test/ subfolders (class folders directly inside) as "
-                     "the requested split; without it such a folder is refused, so that it never silently serves as "
-                     "both splits.")
-VERBOSE_HELP = ("Also print the library's log messages. Without a terminal (CI), progress is a plain line every "
-                "$LCNN_AUDIT_HEARTBEAT seconds (default 15).")
-THREADS_HELP = ("Torch intra-op CPU threads. Default: $OMP_NUM_THREADS if set, else the CPUs this process may "
-                "use minus those the 1-minute load average says are busy (at least 1): on 2 shared cores, two "
-                "threads made small batches 4-22x slower than one (docs/benchmarks.md).")
-THREADS = Annotated[int | None, _opt("--threads", panel="Runtime", help=THREADS_HELP, min=1, show_default=False)]
-PARAMS = {
-    "model": [
-        ("checkpoint", Annotated[str | None, typer.Argument(
-            help="Checkpoint file (.safetensors, .pt/.pth, TorchScript, .pt2) or 'demo' for the bundled model.",
-            show_default=False)], None),
-        ("checkpoint_opt", Annotated[str | None, _opt("--checkpoint", help="Same as the CHECKPOINT argument.",
-                                                          panel=M, show_default=False)], None),
-        ("arch", Annotated[str | None, _opt("--arch", panel=M, help=(
-            "Architecture for weight-only checkpoints: torchvision name (resnet18), built-in (small_cnn), "
-            "timm:NAME (needs timm), path/to/file.py:factory or package.module:factory."))], None),
-        ("arch_kwargs", Annotated[str | None, _opt("--arch-kwargs", panel=M,
-                                                      help="Factory keyword arguments, e.g. num_classes=100.")], None),
-        ("trust_checkpoint", Annotated[bool, _opt("--trust-checkpoint", panel=M, help=(
-            "Allow checkpoints that run code: a whole pickled nn.Module, TorchScript, a torch.export .pt2, and "
-            "a safetensors recipe naming a file.py:factory or module:factory. Only for files from a source you "
-            "trust (docs/security.md)."))], False),
-        ("normalize", Annotated[str | None, _opt("--normalize", panel=M, help=(
-            "Normalisation inside the model: none, dataset (the dataset's documented mean/std), a dataset "
-            "name, or MEAN,STD numbers (m1,..,mC,s1,..,sC). Default: the checkpoint's recipe, else none."))],
-         None),
-        ("output_key", Annotated[str | None, _opt("--output-key", panel=M, help=(
-            "Select the logits from a model that returns a dict/object (key or attribute) or tuple (index)."))],
-         None),
-        ("state_key", Annotated[str | None, _opt("--state-key", panel=M,
-                                                    help="Key of the state dict inside a nested .pt checkpoint.")],
-         None),
-    ],
-    "data": [
-        ("data", Annotated[str, _opt("--data", panel=D, help=(
-            "demo, cifar10, cifar100, mnist, fashion-mnist, svhn, an ImageFolder directory, or a .pt/.npz "
-            "tensor file with x (N,C,H,W in [0,1]) and y."))], "demo"),
-        ("data_root", Annotated[Path | None, _opt("--data-root", panel=D, help=(
-            "Where named datasets live (default ./data; fashion-mnist also looks in "
-            "/usr/share/datasets/fashion-mnist)."))], None),
-        ("split", Annotated[str, _opt("--split", panel=D, help="train or test (train is read without "
-                                                               "augmentation).")], "test"),
-        ("single_split", Annotated[bool, _opt("--single-split", panel=D, help=SINGLE_SPLIT_HELP)], False),
-        ("n", Annotated[int | None, _opt("--n", "--num-samples", panel=D, help=(
-            "Audit a seeded random subset of N samples. Default: all samples of the split (under torchrun "
-            "write --num-samples: torchrun reads --n as an abbreviation of its own options)."))],
-         None),
-        ("seed", Annotated[int, _opt("--seed", panel=D, help="Seed for the subset and all random draws.")], 0),
-        ("batch_size", Annotated[int, _opt("--batch-size", panel=D, help="Samples per batch.", min=1)], 128),
-        ("download", Annotated[bool, _opt("--download", panel=D, help="Download a named dataset if missing "
-                                                                      "(needs internet).")], False),
-        ("device", Annotated[str, _opt("--device", panel=D, help="auto, cpu, cuda or cuda:K.")], "auto"),
-    ],
-    "output": [
-        ("json_path", Annotated[Path | None, _opt("--json", panel=O, help="Write the result JSON here "
-                                                                             "(atomically).")], None),
-        ("csv_path", Annotated[Path | None, _opt("--csv", panel=O, help="Write per-sample rows as CSV.")], None),
-        ("quiet", Annotated[bool, _opt("--quiet", "-q", panel=O, help="Print only the result paths.")], False),
-        ("verbose", Annotated[bool, _opt("--verbose", "-v", panel=O, help=VERBOSE_HELP)], False),
-    ],
-    "verbosity": [
-        ("quiet", Annotated[bool, _opt("--quiet", "-q", panel=O, help="Print only the result paths.")], False),
-        ("verbose", Annotated[bool, _opt("--verbose", "-v", panel=O, help=VERBOSE_HELP)], False),
-    ],
-    "runtime": [("threads", THREADS, None)],
-    "resume": [
-        ("resume", Annotated[bool, _opt("--resume", panel=O, help=(
-            "Continue an interrupted run from <json>.partial (needs --json; per-batch progress is saved "
-            "there)."))], False),
-    ],
-}
+@dataclass(frozen=True)
+class DataArgs:
+    """The data options (``--data``, ``--split``, ``--n``, ``--seed``, ``--batch-size``, ``--device``, ...).
+    ``data`` None: no data (``bound``/``convert`` without ``--data``)."""
+
+    data: str | None = "demo"
+    data_root: Path | None = None
+    split: str = "test"
+    single_split: bool = False
+    n: int | None = None
+    seed: int = 0
+    batch_size: int = 128
+    download: bool = False
+    device: str = "auto"
+
+    def kwargs(self, split: str | None = None, spec: str | None = None, n: int | None = None) -> dict:
+        """Keyword arguments of :func:`lcnn_audit.data.load_data` (``split``/``spec``/``n`` override)."""
+        return dict(spec=spec or self.data, split=split or self.split, n=self.n if n is None else n, seed=self.seed,
+                    data_root=self.data_root, download=self.download, single_split=self.single_split)
 
 
-@dataclass
+@dataclass(frozen=True)
+class OutputArgs:
+    """The output options: ``--json``, ``--csv``, ``--quiet``, ``--verbose`` and ``--resume``."""
+
+    json_path: Path | None = None
+    csv_path: Path | None = None
+    quiet: bool = False
+    verbose: bool = False
+    resume: bool = False
+
+
 class Ctx:
-    """Everything a command needs from the shared options."""
+    """Everything a command needs from the shared options, built explicitly by the command:
+    ``Ctx(OutputArgs(...), model=ModelArgs(...), data=DataArgs(...), threads=threads)``.
+    ``out`` may be a mapping of :class:`OutputArgs` fields (``Ctx({"quiet": True})``)."""
 
-    opts: dict = field(default_factory=dict)
+    def __init__(self, out: OutputArgs | Mapping | None = None, *, model: ModelArgs | None = None,
+                 data: DataArgs | None = None, threads: int | None = None):
+        self.out = out if isinstance(out, OutputArgs) else OutputArgs(**(out or {}))
+        self.model, self.data, self.threads = model, data, threads
 
-    def __getattr__(self, name):
-        try:
-            return self.opts[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    @classmethod
+    def of(cls, params: Mapping) -> "Ctx":
+        """The shared options among a command's ``params`` (its arguments, ``locals()``), picked
+        by the field names of :class:`ModelArgs`, :class:`DataArgs` and :class:`OutputArgs`:
+        model options when it takes CHECKPOINT, data options when it takes ``--data``."""
+        def pick(kind) -> dict:
+            return {f.name: params[f.name] for f in fields(kind) if f.name in params}
+
+        model = ModelArgs(**pick(ModelArgs)) if "checkpoint" in params else None
+        data = DataArgs(**pick(DataArgs)) if "data" in params else None
+        return cls(OutputArgs(**pick(OutputArgs)), model=model, data=data, threads=params.get("threads"))
 
     @property
     def checkpoint_path(self) -> str:
-        ck = self.opts.get("checkpoint") or self.opts.get("checkpoint_opt")
-        if not ck:
-            raise UsageError("no checkpoint given: pass CHECKPOINT (a file, or 'demo' for the bundled model)")
-        return ck
+        """The checkpoint given (a usage error when none was)."""
+        return (self.model or ModelArgs()).path
 
-    def model_kwargs(self) -> dict:
-        return dict(
-            checkpoint=self.checkpoint_path, arch=self.opts.get("arch"), arch_kwargs=self.opts.get("arch_kwargs"),
-            trust_checkpoint=self.opts.get("trust_checkpoint", False), normalize=self.opts.get("normalize"),
-            output_key=self.opts.get("output_key"), state_key=self.opts.get("state_key"),
-            device=self.opts.get("device", "auto"), dataset=self.opts.get("data"),
-        )
+    @property
+    def seed(self) -> int:
+        """``--seed``."""
+        return (self.data or DataArgs()).seed
 
-    def data_kwargs(self, split: str | None = None) -> dict:
-        return dict(spec=self.opts["data"], split=split or self.opts["split"], n=self.opts.get("n"),
-                    seed=self.opts["seed"], data_root=self.opts.get("data_root"),
-                    download=self.opts.get("download", False), single_split=self.opts.get("single_split", False))
+    @property
+    def batch_size(self) -> int:
+        """``--batch-size``."""
+        return (self.data or DataArgs()).batch_size
 
     def load_model(self, checkpoint: str | None = None):
+        """The model as every command loads it (``checkpoint`` overrides CHECKPOINT)."""
         from ..model.load import load_model
 
-        kw = self.model_kwargs()
-        if checkpoint is not None:
-            kw["checkpoint"] = checkpoint
-        return load_model(**kw)
+        data = self.data or DataArgs(data=None)
+        return load_model(**(self.model or ModelArgs()).kwargs(data.device, data.data, checkpoint))
 
-    def load_data(self, split: str | None = None):
+    def load_data(self, split: str | None = None, spec: str | None = None):
+        """The data of the data options (``split``/``spec`` override ``--split``/``--data``); None without data."""
         from ..data import load_data
 
-        return load_data(**self.data_kwargs(split))
+        if self.data is None or (spec or self.data.data) is None:
+            return None
+        return load_data(**self.data.kwargs(split, spec))
 
     @property
     def state_path(self) -> Path | None:
+        """``<json>.partial``, the resume state of the batch loop (None without ``--json``)."""
         from ..io import partial_path  # at run time: the help screens need no output plumbing
 
-        jp = self.opts.get("json_path")
+        jp = self.out.json_path
         return partial_path(jp) if jp else None
 
     @property
     def run_kwargs(self) -> dict:
         """Keyword arguments for library calls that run the resumable batch loop."""
-        resume = self.opts.get("resume", False)
-        if resume and not self.opts.get("json_path"):
+        if self.out.resume and not self.out.json_path:
             raise UsageError("--resume needs --json PATH (its progress lives in PATH.partial)")
         # the state outlives a complete run until finish() has written the result
-        return {"state_path": self.state_path, "resume": resume, "keep_state": self.state_path is not None}
+        return {"state_path": self.state_path, "resume": self.out.resume, "keep_state": self.state_path is not None}
 
     def inputs(self) -> dict:
         """The input files of the shared options (what no output may overwrite)."""
-        return {"CHECKPOINT": self.opts.get("checkpoint") or self.opts.get("checkpoint_opt"),
-                "--data": self.opts.get("data"), "--arch": str(self.opts.get("arch") or "").rpartition(":")[0]
-                or None}
+        model = self.model or ModelArgs()
+        return {"CHECKPOINT": model.given, "--data": self.data.data if self.data else None,
+                "--arch": str(model.arch or "").rpartition(":")[0] or None}
 
     def check_outputs(self, outputs: dict | None = None, inputs: dict | None = None, dirs: dict | None = None) -> None:
         """Check --json, --csv and the command's own ``outputs`` before anything runs (see
         :func:`lcnn_audit.io.check_outputs`)."""
         from ..io import check_outputs
 
-        outs = {"--json": self.opts.get("json_path"), "--csv": self.opts.get("csv_path"), **(outputs or {}),
+        outs = {"--json": self.out.json_path, "--csv": self.out.csv_path, **(outputs or {}),
                 "the resume state (--json PATH.partial)": self.state_path}
         check_outputs(outs, {**self.inputs(), **(inputs or {})}, dirs or {})
 
@@ -198,15 +190,17 @@ class Ctx:
     def progress(self, description: str):
         """Yield a ``progress(done, total)`` callback: a rich bar on a terminal, heartbeat lines
         in CI logs (see :mod:`.progress`), nothing with --quiet."""
-        quiet = self.opts.get("quiet", False) or not _is_main_rank()
+        quiet = self.out.quiet or not _is_main_rank()
         with progress_display(description, err_console, quiet=quiet) as bar:
             yield bar
 
     def print(self, *args, **kw):
-        if not self.opts.get("quiet", False) and _is_main_rank():
+        """Print to stdout (tables at their natural width), unless --quiet or not rank 0."""
+        if not self.out.quiet and _is_main_rank():
             print_wide(console, *args, **kw)
 
     def notice(self, msg: str):
+        """A ``note: ...`` line on stderr (rank 0 only)."""
         if _is_main_rank():
             err_console.print(styled("[yellow]note:[/] {}", msg), markup=True, soft_wrap=True)
 
@@ -219,8 +213,7 @@ class Ctx:
             if result.complete:
                 self._drop_state()
             return
-        jp, cp = self.opts.get("json_path"), self.opts.get("csv_path")
-        for path, save in ((jp, result.save_json), (cp, result.save_csv)):
+        for path, save in ((self.out.json_path, result.save_json), (self.out.csv_path, result.save_csv)):
             if path:
                 console.print(f"wrote {write_result(path, save, result.complete)}")
         if result.complete:
@@ -302,45 +295,29 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
-def command_options(*groups: str):
-    """Add the shared option ``groups`` (and ``--threads``) to a command; it receives them as ``ctx: Ctx``."""
-    groups = (*groups, "runtime")
+@contextmanager
+def command(ctx: Ctx, params: Mapping | None = None, *, check_outputs: bool = True):
+    """Run a command's body: the logging of --verbose, every float of ``params`` (the command's
+    arguments) finite, ``--json``/``--csv`` checked (``check_outputs``), ``--seed`` valid,
+    ``--threads`` set; a library error becomes one ``error:`` line and its exit code, Ctrl-C
+    exit code 130. Used by every command as ``with command(ctx, locals()):``."""
+    configure_logging(ctx.out.verbose, err_console)
+    try:
+        check_float_options(dict(params or {}))
+        if check_outputs:
+            ctx.check_outputs()  # the command checks its own outputs with these again
+        if ctx.data is not None:
+            from ..rng import check_seed  # torch: imported by the command, not by its help
 
-    def deco(fn):
-        sig = inspect.signature(fn)
-        own = [p for p in sig.parameters.values() if p.name != "ctx"]
-        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-                 for g in groups for name, ann, default in PARAMS[g]]
-        shared = {p.name for p in extra}
-
-        @functools.wraps(fn)
-        def wrapper(**kwargs):
-            ctx = Ctx({k: kwargs.pop(k) for k in list(kwargs) if k in shared})
-            configure_logging(ctx.opts.get("verbose", False), err_console)
-            try:
-                check_float_options(kwargs)
-                if "output" in groups:
-                    ctx.check_outputs()  # the command checks its own outputs with these again
-                if "seed" in ctx.opts:
-                    from ..rng import check_seed  # torch: imported by the command, not by its help
-
-                    check_seed(ctx.opts["seed"])
-                set_threads(ctx.opts.get("threads"))
-                with cli_warnings():
-                    return fn(ctx=ctx, **kwargs)
-            except LcnnAuditError as err:
-                fail(err)
-            except KeyboardInterrupt:
-                err_console.print("[yellow]interrupted[/]", markup=True)
-                raise typer.Exit(interrupt_code()) from None
-
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-        positional = [p for p in extra if p.name == "checkpoint"]
-        wrapper.__signature__ = sig.replace(parameters=positional + params + [p for p in extra if p not in positional])
-        wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
-        return wrapper
-
-    return deco
+            check_seed(ctx.data.seed)
+        set_threads(ctx.threads)
+        with cli_warnings():
+            yield ctx
+    except LcnnAuditError as err:
+        fail(err)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]", markup=True)
+        raise typer.Exit(interrupt_code()) from None
 
 
 def check_float_options(values: dict) -> None:
@@ -350,24 +327,6 @@ def check_float_options(values: dict) -> None:
     problems = finite_problems(values.items())
     if problems:
         raise UsageError("; ".join(problems))
-
-
-def handle_errors(fn):
-    """For commands without shared options: LcnnAuditError -> one line + exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        configure_logging(kwargs.get("verbose", False), err_console)
-        try:
-            with cli_warnings():
-                return fn(*args, **kwargs)
-        except LcnnAuditError as err:
-            fail(err)
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]", markup=True)
-            raise typer.Exit(interrupt_code()) from None
-
-    return wrapper
 
 
 @contextmanager
@@ -384,6 +343,7 @@ def cli_warnings():
 
 
 def parse_float_list(text: str | None, what: str) -> list[float] | None:
+    """Comma-separated numbers (``--radii``, ``--milestones``) as floats; None stays None."""
     if text is None:
         return None
     try:

@@ -1,62 +1,58 @@
 """``lcnn-audit curvature``: per-sample input gradient, Hessian and curvature."""
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
-
+from ..geometry.options import CurvatureOptions
 from . import app
-from .common import Ctx, command_options
+from . import options as o
+from .common import Ctx, command
+from .options import CURVATURE as C
 from .render import fmt, stats_table
 
-G = "Geometry"
 FIELDS = ["grad_norm", "hessian_norm", "curvature", "alignment", "hessian_fro", "fd_curvature", "jacobian_fro",
           "cross_lipschitz", "iterations"]
 
 
 @app.command()
-@command_options("model", "data", "output", "resume")
 def curvature(
-    ctx: Ctx,
-    target: Annotated[str, typer.Option(help="f = cross-entropy at the label (loss) or the label's logit.",
-                                        rich_help_panel=G)] = "loss",
-    label: Annotated[str, typer.Option(help="Label for f: the true label or the predicted class.",
-                                       rich_help_panel=G)] = "true",
-    method: Annotated[str, typer.Option(help="auto, lanczos, power, reference (the LCNN paper's "
-                                             "code, biased low; use --iters 10) or gauss-newton (exact for "
-                                             "piecewise-linear nets).", rich_help_panel=G)] = "auto",
-    tol: Annotated[float, typer.Option(help="Lanczos relative residual tolerance.", rich_help_panel=G)] = 1e-3,
-    atol: Annotated[float, typer.Option(help="Absolute residual floor.", rich_help_panel=G)] = 0.0,
-    max_iter: Annotated[int, typer.Option(help="Maximum Lanczos steps (HVPs) per sample.",
-                                          rich_help_panel=G)] = 40,
-    iters: Annotated[int, typer.Option(help="Power-iteration steps (--method power / reference).",
-                                       rich_help_panel=G)] = 20,
-    profile: Annotated[int, typer.Option(help="Also report the K eigenvalues largest in magnitude (CURE Fig. 2).",
-                                         rich_help_panel=G)] = 0,
-    fd_h: Annotated[float | None, typer.Option(help="Also report CURE's finite difference "
-                                                       "‖∇f(x+hz)−∇f(x)‖ at step h.", rich_help_panel=G)] = None,
-    eps: Annotated[float, typer.Option(help="ε in C = ‖∇²f‖/(‖∇f‖+ε).", rich_help_panel=G)] = 1e-6,
-    fro_probes: Annotated[int, typer.Option(help="Hutchinson probes for the Frobenius remainder.",
-                                            rich_help_panel=G)] = 8,
-    jacobian: Annotated[str, typer.Option(help="Jacobian measures: auto (exact up to 32 classes, else "
-                                               "estimated), exact, estimate or off.", rich_help_panel=G)] = "auto",
-    smooth_relu: Annotated[float | None, typer.Option(help="Measure with ReLUs replaced by softplus(BETA), "
-                                                              "as the paper's baseline (1000).",
-                                                         rich_help_panel=G)] = None,
-    dtype: Annotated[str, typer.Option(help="float32, or float64 for validation.", rich_help_panel=G)] = "float32",
-    examples: Annotated[int, typer.Option(help="Keep the K most curved samples' input, gradient and top Hessian "
-                                               "eigenvector in the JSON (for the report; 0: off).", min=0,
-                                          rich_help_panel="Output")] = 6,
-    save_images: Annotated[Path | None, typer.Option(help="Write a PNG grid of the --examples most curved samples "
-                                                          "into this directory.", rich_help_panel="Output")] = None,
+    checkpoint: o.Checkpoint = None,
+    target: o.CurvatureTarget = C.target,
+    label: o.CurvatureLabel = C.label,
+    method: o.CurvatureMethod = C.method,
+    tol: o.CurvatureTol = C.tol,
+    atol: o.CurvatureAtol = C.atol,
+    max_iter: o.CurvatureMaxIter = C.max_iter,
+    iters: o.CurvatureIters = C.iters,
+    profile: o.CurvatureProfile = C.profile,
+    fd_h: o.CurvatureFdH = C.fd_h,
+    eps: o.CurvatureEps = C.eps,
+    fro_probes: o.CurvatureFroProbes = C.fro_probes,
+    jacobian: o.CurvatureJacobian = C.jacobian,
+    smooth_relu: o.CurvatureSmoothRelu = C.smooth_relu,
+    dtype: o.CurvatureDtype = C.dtype,
+    examples: o.CurvatureExamples = o.CURVATURE_EXAMPLES,
+    save_images: o.SaveImages = None,
+    checkpoint_opt: o.CheckpointOpt = None, arch: o.Arch = None, arch_kwargs: o.ArchKwargs = None,
+    trust_checkpoint: o.TrustCheckpoint = False, normalize: o.Normalize = None, output_key: o.OutputKey = None,
+    state_key: o.StateKey = None,
+    data: o.Data = "demo", data_root: o.DataRoot = None, split: o.Split = "test", single_split: o.SingleSplit = False,
+    n: o.N = None, seed: o.Seed = C.seed, batch_size: o.BatchSize = 128, download: o.Download = False,
+    device: o.Device = "auto",
+    json_path: o.Json = None, csv_path: o.Csv = None, quiet: o.Quiet = False, verbose: o.Verbose = False,
+    resume: o.Resume = False, threads: o.Threads = None,
 ) -> None:
     """Per-sample ‖∇f‖, ‖∇²f‖₂ and normalised curvature C = ‖∇²f‖₂/(‖∇f‖₂+ε) (LCNN §3.1)."""
-    from ..audits import curvature as audit
-    from ..geometry import CurvatureOptions
+    ctx = Ctx.of(locals())
+    with command(ctx, locals()):
+        _curvature(ctx, CurvatureOptions(
+            target=target, label=label, method=method, tol=tol, atol=atol, max_iter=max_iter, iters=iters,
+            profile=profile, fd_h=fd_h, eps=eps, fro_probes=fro_probes, jacobian=jacobian, smooth_relu=smooth_relu,
+            dtype=dtype, seed=seed), examples, save_images)
 
-    opts = CurvatureOptions(target=target, label=label, method=method, tol=tol, atol=atol, max_iter=max_iter,
-                            iters=iters, profile=profile, fd_h=fd_h, eps=eps, fro_probes=fro_probes,
-                            jacobian=jacobian, smooth_relu=smooth_relu, dtype=dtype, seed=ctx.seed)
+
+def _curvature(ctx: Ctx, opts: CurvatureOptions, examples: int, save_images: Path | None) -> None:
+    from ..audits import curvature as audit
+
     opts.validate()
     check_image_dir(save_images, examples)
     model = ctx.load_model()
@@ -87,6 +83,7 @@ def check_image_dir(path: Path | None, examples: int) -> None:
 
 
 def render_curvature(ctx: Ctx, result) -> None:
+    """Print the curvature audit's statistics table and its notices."""
     for note in result.summary.get("notices", []):
         ctx.notice(note)
     s = result.summary
@@ -98,6 +95,4 @@ def render_curvature(ctx: Ctx, result) -> None:
 
 def curvature_options(ctx: Ctx, **kw):
     """CurvatureOptions at their defaults, seeded from --seed, with ``kw`` overrides."""
-    from ..geometry import CurvatureOptions
-
     return CurvatureOptions(seed=ctx.seed, **kw)

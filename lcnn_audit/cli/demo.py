@@ -1,13 +1,11 @@
 """``lcnn-audit demo``: the main audits on the bundled model and Fashion-MNIST sample."""
 
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from ..audits.registry import AUDITS, resolve
 from . import app
-from .common import THREADS, VERBOSE_HELP, Ctx, console, handle_errors, set_threads, styled
+from . import options as o
+from .common import Ctx, OutputArgs, command, console, styled
 
 
 def renderers() -> dict:
@@ -24,21 +22,24 @@ def __getattr__(name: str):
 
 
 @app.command()
-@handle_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the results.")] = Path("lcnn-audit-demo"),
-    n: Annotated[int, typer.Option(help="Samples of the bundled test sample to audit.")] = 256,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result paths.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
-    threads: THREADS = None,
+    out: o.DemoOut = Path("lcnn-audit-demo"),
+    n: o.DemoN = 256,
+    quiet: o.Quiet = False,
+    verbose: o.Verbose = False,
+    threads: o.Threads = None,
 ) -> None:
     """Run the audits on the bundled demo CNN and Fashion-MNIST sample (no downloads)."""
+    ctx = Ctx(OutputArgs(quiet=quiet, verbose=verbose), threads=threads)
+    with command(ctx, locals(), check_outputs=False):
+        _demo(ctx, out, n)
+
+
+def _demo(ctx: Ctx, out: Path, n: int) -> None:
     from ..demo import demo_steps, run_demo
     from ..io import check_outputs
 
     check_outputs({}, dirs={"--out": out})
-    set_threads(threads)
-    ctx = Ctx({"quiet": quiet})
     render = renderers()
     for step in demo_steps():
         with ctx.progress(step.title) as bar:

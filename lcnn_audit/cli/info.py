@@ -1,13 +1,28 @@
 """``lcnn-audit info``: what a checkpoint and a dataset look like to lcnn-audit."""
 
 from . import app
-from .common import Ctx, command_options
+from . import options as o
+from .common import Ctx, command
 
 
 @app.command()
-@command_options("model", "data", "verbosity")
-def info(ctx: Ctx) -> None:
+def info(
+    checkpoint: o.Checkpoint = None,
+    checkpoint_opt: o.CheckpointOpt = None, arch: o.Arch = None, arch_kwargs: o.ArchKwargs = None,
+    trust_checkpoint: o.TrustCheckpoint = False, normalize: o.Normalize = None, output_key: o.OutputKey = None,
+    state_key: o.StateKey = None,
+    data: o.Data = "demo", data_root: o.DataRoot = None, split: o.Split = "test", single_split: o.SingleSplit = False,
+    n: o.N = None, seed: o.Seed = 0, batch_size: o.BatchSize = 128, download: o.Download = False,
+    device: o.Device = "auto",
+    quiet: o.Quiet = False, verbose: o.Verbose = False, threads: o.Threads = None,
+) -> None:
     """Load a model and data as every command would, and describe them (a dry run)."""
+    ctx = Ctx.of(locals())
+    with command(ctx, locals(), check_outputs=False):
+        _info(ctx)
+
+
+def _info(ctx: Ctx) -> None:
     import torch
 
     from ..errors import ModelError

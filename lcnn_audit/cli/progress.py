@@ -57,6 +57,7 @@ class Heartbeat:
         self.reset()
 
     def reset(self, description: str | None = None) -> None:
+        """Start a new task (``description``, else the same one): its rate and ETA afresh."""
         self.description = description or self.description
         self.t0 = self.now()
         self.start_done: int | None = None
@@ -66,6 +67,7 @@ class Heartbeat:
         self.emitted_final = False
 
     def line(self) -> str:
+        """The heartbeat line: done/total, rate, elapsed time and ETA."""
         elapsed = self.now() - self.t0
         total = self.total
         head = f"{self.description}: {self.done}/{total if total else '?'}"
@@ -85,6 +87,7 @@ class Heartbeat:
         return "  ".join(parts)
 
     def __call__(self, done: int, total: int | None = None, info: str | None = None) -> None:
+        """Record progress; write a line when ``interval`` seconds have passed or the task is done."""
         if self.start_done is None:  # the rate counts from the first update (a resumed run: this run's work)
             self.start_done, self.t_start = done, self.now()
         self.done, self.total = done, total

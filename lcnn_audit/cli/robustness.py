@@ -1,46 +1,51 @@
 """``lcnn-audit grad-robustness`` and ``lcnn-audit discrepancy`` (LCNN Fig. 2 and Table 3)."""
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.table import Table
 
+from ..geometry.options import DEFAULT_RADII, DiscrepancyOptions, GradRobustnessOptions
 from . import app
-from .common import Ctx, command_options, parse_float_list
+from . import options as o
+from .common import Ctx, command, parse_float_list
 from .curvature import curvature_options
+from .options import GRAD_ROBUSTNESS as GR
 from .render import fmt
-
-R = "Gradient robustness"
 
 
 @app.command("grad-robustness")
-@command_options("model", "data", "output", "resume")
 def grad_robustness_cmd(
-    ctx: Ctx,
-    more: Annotated[list[str] | None, typer.Option("--compare", help="Further checkpoints to compare (repeat the "
-                                                   "option); they share --arch/--normalize.", rich_help_panel=R)]
-    = None,
-    radii: Annotated[str | None, typer.Option(help="Comma-separated noise norms (default: 9 log-spaced in "
-                                                   "[1e-3, 1e-1]).", rich_help_panel=R)] = None,
-    draws: Annotated[int, typer.Option(help="Random directions per sample.", rich_help_panel=R)] = 4,
-    adversarial: Annotated[bool, typer.Option(help="Also find the worst gradient change on each sphere.",
-                                              rich_help_panel=R)] = False,
-    adv_steps: Annotated[int, typer.Option(help="Projected ascent steps for --adversarial.",
-                                           rich_help_panel=R)] = 5,
-    plot: Annotated[Path | None, typer.Option(help="Write a log-log PNG of the curves.", rich_help_panel=R)] = None,
-    target: Annotated[str, typer.Option(help="f: loss or logit (as in curvature).", rich_help_panel=R)] = "loss",
-    smooth_relu: Annotated[float | None, typer.Option(help="Measure with ReLU -> softplus(BETA).",
-                                                      rich_help_panel=R)] = None,
+    checkpoint: o.Checkpoint = None,
+    more: o.Compare = None,
+    radii: o.Radii = None,
+    draws: o.Draws = GR.draws,
+    adversarial: o.Adversarial = GR.adversarial,
+    adv_steps: o.AdvSteps = GR.adv_steps,
+    plot: o.RobustnessPlot = None,
+    target: o.RobustnessTarget = o.CURVATURE.target,
+    smooth_relu: o.RobustnessSmoothRelu = o.CURVATURE.smooth_relu,
+    checkpoint_opt: o.CheckpointOpt = None, arch: o.Arch = None, arch_kwargs: o.ArchKwargs = None,
+    trust_checkpoint: o.TrustCheckpoint = False, normalize: o.Normalize = None, output_key: o.OutputKey = None,
+    state_key: o.StateKey = None,
+    data: o.Data = "demo", data_root: o.DataRoot = None, split: o.Split = "test", single_split: o.SingleSplit = False,
+    n: o.N = None, seed: o.Seed = o.CURVATURE.seed, batch_size: o.BatchSize = 128, download: o.Download = False,
+    device: o.Device = "auto",
+    json_path: o.Json = None, csv_path: o.Csv = None, quiet: o.Quiet = False, verbose: o.Verbose = False,
+    resume: o.Resume = False, threads: o.Threads = None,
 ) -> None:
     """Relative gradient change ‖∇f(x+ε)−∇f(x)‖/‖∇f(x)‖ against ‖ε‖, with Proposition 1's
     theory (LCNN Fig. 2). Pass several checkpoints to compare them side by side."""
-    from ..audits import grad_robustness as audit
-    from ..geometry.robustness import DEFAULT_RADII, GradRobustnessOptions
+    ctx = Ctx.of(locals())
+    with command(ctx, locals()):
+        opts = GradRobustnessOptions(radii=tuple(parse_float_list(radii, "--radii") or DEFAULT_RADII), draws=draws,
+                                     adversarial=adversarial, adv_steps=adv_steps,
+                                     curvature=curvature_options(ctx, target=target, smooth_relu=smooth_relu))
+        _grad_robustness(ctx, opts, more, plot)
 
-    opts = GradRobustnessOptions(radii=tuple(parse_float_list(radii, "--radii") or DEFAULT_RADII), draws=draws,
-                                 adversarial=adversarial, adv_steps=adv_steps,
-                                 curvature=curvature_options(ctx, target=target, smooth_relu=smooth_relu))
+
+def _grad_robustness(ctx: Ctx, opts: GradRobustnessOptions, more: list[str] | None, plot: Path | None) -> None:
+    from ..audits import grad_robustness as audit
+
     opts.validate()
     if plot is not None:
         from ..plots import check_image_path
@@ -69,6 +74,7 @@ def grad_robustness_cmd(
 
 
 def render_grad_robustness(ctx: Ctx, result) -> None:
+    """Print one table of the curves per model, with the theory columns (Proposition 1 and 2)."""
     from ..geometry.robustness import model_summaries
 
     for name, s in model_summaries(result):
@@ -89,42 +95,54 @@ def render_grad_robustness(ctx: Ctx, result) -> None:
 
 
 @app.command()
-@command_options("model", "data", "output", "resume")
 def discrepancy(
-    ctx: Ctx,
-    train_data: Annotated[str | None, typer.Option(help="Training data if not --data's train split (e.g. a tensor "
-                                                         "file).", rich_help_panel="Data")] = None,
-    target: Annotated[str, typer.Option(help="f: loss or logit.", rich_help_panel="Geometry")] = "loss",
-    smooth_relu: Annotated[float | None, typer.Option(help="Measure with ReLU -> softplus(BETA).",
-                                                      rich_help_panel="Geometry")] = None,
+    checkpoint: o.Checkpoint = None,
+    train_data: o.TrainData = None,
+    target: o.DiscrepancyTarget = o.CURVATURE.target,
+    smooth_relu: o.DiscrepancySmoothRelu = o.CURVATURE.smooth_relu,
+    checkpoint_opt: o.CheckpointOpt = None, arch: o.Arch = None, arch_kwargs: o.ArchKwargs = None,
+    trust_checkpoint: o.TrustCheckpoint = False, normalize: o.Normalize = None, output_key: o.OutputKey = None,
+    state_key: o.StateKey = None,
+    data: o.Data = "demo", data_root: o.DataRoot = None, split: o.Split = "test", single_split: o.SingleSplit = False,
+    n: o.N = None, seed: o.Seed = o.CURVATURE.seed, batch_size: o.BatchSize = 128, download: o.Download = False,
+    device: o.Device = "auto",
+    json_path: o.Json = None, csv_path: o.Csv = None, quiet: o.Quiet = False, verbose: o.Verbose = False,
+    resume: o.Resume = False, threads: o.Threads = None,
 ) -> None:
     """Train-test discrepancy Δtt g = |g(test) − g(train)|/g(test) (Table 3's caption) and
     |g(test) − g(train)|/g(train) (the form the printed Table 3 values need) of the mean
     gradient norm, Hessian norm and curvature (LCNN Table 3). The train split is read
     without augmentation."""
-    from ..audits.discrepancy import DiscrepancyOptions, run
-    from ..data import load_data, same_samples
+    ctx = Ctx.of(locals())
+    with command(ctx, locals()):
+        _discrepancy(ctx, DiscrepancyOptions(curvature=curvature_options(ctx, target=target,
+                                                                         smooth_relu=smooth_relu)), train_data)
+
+
+def _discrepancy(ctx: Ctx, opts: DiscrepancyOptions, train_data: str | None) -> None:
+    from ..audits import discrepancy as audit
+    from ..data import same_samples
     from ..errors import UsageError
 
-    opts = DiscrepancyOptions(curvature=curvature_options(ctx, target=target, smooth_relu=smooth_relu))
     ctx.check_outputs(inputs={"--train-data": train_data})
     model = ctx.load_model()
     test = ctx.load_data("test")
-    train = load_data(**{**ctx.data_kwargs("train"), **({"spec": train_data} if train_data else {})})
+    train = ctx.load_data("train", spec=train_data)
     if train_data is None and same_samples(train, test):
-        raise UsageError(f"--data {ctx.data} has no separate train and test splits (both read {test.source}), so "
+        raise UsageError(f"--data {ctx.data.data} has no separate train and test splits (both read {test.source}), so "
                          "every discrepancy would be 0; pass --train-data (the same path again if that is really "
                          "what you want)")
     ctx.print(f"train split: {train.source} ({len(train)} samples); test split: {test.source} ({len(test)} "
               "samples)", markup=False)
     with ctx.progress("discrepancy") as bar:
-        result = run(model, test, opts, train_data=train, batch_size=ctx.batch_size, progress=bar,
+        result = audit.run(model, test, opts, train_data=train, batch_size=ctx.batch_size, progress=bar,
                      config={"checkpoint": ctx.checkpoint_path, "model": model.recipe}, **ctx.run_kwargs)
     render_discrepancy(ctx, result)
     ctx.finish(result)
 
 
 def render_discrepancy(ctx: Ctx, result) -> None:
+    """Print the train/test means and both discrepancy ratios."""
     s = result.summary
     t = Table(title=f"train-test discrepancy (n_train={s['n_train']}, n_test={s['n_test']})", title_justify="left")
     for c in ("measure", "train mean", "test mean", "Δtt /test", "Δtt /train"):

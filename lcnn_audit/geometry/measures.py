@@ -24,76 +24,21 @@ numerical check (one HVP against JᵀAJ v) confirms it, otherwise lanczos.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
 from .. import rng
 from ..errors import UsageError
 from ..model.wrapper import require_finite
-from ..options import Problem, finite_problems, literal, validate
 from .gauss_newton import gauss_newton_hvp, gauss_newton_spectrum, is_piecewise_linear
 from .hvp import BatchedHVP, CompactingHVP
 from .jacobian import jacobian_measures, jacobian_measures_estimate, logit_jacobian
 from .lanczos import SpectralResult, lanczos, power_iteration, reference_power_iteration
-from .objective import LABELS, TARGETS, input_gradient, make_objective, resolve_labels
+from .objective import input_gradient, make_objective, resolve_labels
+from .options import JACOBIAN_MODES, METHODS, CurvatureOptions  # noqa: F401 - their former home
 
-METHODS = ("auto", "lanczos", "power", "reference", "gauss-newton")
-JACOBIAN_MODES = ("auto", "exact", "estimate", "off")
 # random-stream ids (rng.per_sample_*): independent draws per purpose
 STREAM_START, STREAM_RESTART, STREAM_FRO, STREAM_JAC, STREAM_CHECK = 1, 2, 3, 4, 5
-
-
-@dataclass(frozen=True)
-class CurvatureOptions:
-    """Settings of the curvature engine (CLI flags of the same names)."""
-
-    target: str = "loss"
-    label: str = "true"
-    method: str = "auto"
-    tol: float = 1e-3
-    atol: float = 0.0
-    max_iter: int = 40
-    iters: int = 20  # power iteration steps
-    profile: int = 0
-    fd_h: float | None = None
-    eps: float = 1e-6
-    fro_probes: int = 8
-    jacobian: str = "auto"
-    jacobian_probes: int = 32
-    gn_max_classes: int = 64
-    smooth_relu: float | None = None
-    dtype: str = "float32"
-    seed: int = 0
-
-    def problems(self) -> list[Problem]:
-        """Every problem of these settings (fields by name; see :mod:`lcnn_audit.options`)."""
-        out = finite_problems(self)
-        for name, choices in (("target", TARGETS), ("label", LABELS), ("method", METHODS),
-                              ("jacobian", JACOBIAN_MODES)):
-            if getattr(self, name) not in choices:
-                out.append(Problem(None, f"unknown {{{name}}} {literal(getattr(self, name))}; use one of "
-                                         f"{', '.join(choices)}"))
-        if not (0 < self.tol < 1):
-            out.append(Problem("tol", f"must lie in (0, 1), got {self.tol}"))
-        for name in ("max_iter", "iters"):
-            if getattr(self, name) < 1:
-                out.append(Problem(name, f"must be at least 1, got {getattr(self, name)}"))
-        if self.profile < 0:
-            out.append(Problem("profile", f"must be >= 0, got {self.profile}"))
-        if self.fd_h is not None and self.fd_h <= 0:
-            out.append(Problem("fd_h", f"must be positive, got {self.fd_h}"))
-        if self.eps < 0:
-            out.append(Problem("eps", f"must be >= 0, got {self.eps}"))
-        return out
-
-    def validate(self) -> None:
-        """Raise one OptionsError listing every problem."""
-        validate(self)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, UsageError
-
-TARGETS = ("loss", "logit")
-LABELS = ("true", "pred")
+from .options import LABELS, TARGETS
 
 
 def check_target(target: str, label: str) -> None:

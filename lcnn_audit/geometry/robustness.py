@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -30,7 +29,6 @@ from ..data import ImageData
 from ..independence import check_batch_independence
 from ..model.wrapper import check_model_data, model_device, require_finite
 from ..notices import emit_notices
-from ..options import Problem, finite_problems, nested, validate
 from ..progress import new_phase
 from ..results import AuditResult, environment, summarize
 from ..runner import Progress, part_state_path, run_batches
@@ -38,40 +36,11 @@ from .audit import curvature_audit
 from .gauss_newton import has_maxpool, has_relu
 from .measures import CurvatureOptions, compute_geometry
 from .objective import input_gradient, make_objective
+from .options import DEFAULT_RADII, GradRobustnessOptions  # noqa: F401 - their former home
 from .state import measurement_state
 
 STREAM_NOISE, STREAM_ADV = 20, 40
-DEFAULT_RADII = tuple(float(r) for r in torch.logspace(-3, -1, 9, dtype=torch.float64))
 DISCREPANCY_FIELDS = ("grad_norm", "hessian_norm", "curvature")
-
-
-@dataclass(frozen=True)
-class GradRobustnessOptions:
-    """Settings of ``grad_robustness`` (CLI flags of the same names)."""
-
-    radii: tuple[float, ...] = DEFAULT_RADII
-    draws: int = 4
-    adversarial: bool = False
-    adv_steps: int = 5
-    curvature: CurvatureOptions = field(default_factory=CurvatureOptions)
-
-    def problems(self) -> list[Problem]:
-        """Every problem of these settings; the curvature engine's as ``curvature.FIELD``."""
-        out = finite_problems(self)
-        if not self.radii or any(not (r > 0 and math.isfinite(r)) for r in self.radii):
-            out.append(Problem("radii", "must be positive numbers"))
-        if self.draws < 1:
-            out.append(Problem("draws", "must be at least 1"))
-        if self.adv_steps < 1:
-            out.append(Problem("adv_steps", "must be at least 1"))
-        return out + nested("curvature", self.curvature.problems())
-
-    def validate(self) -> None:
-        """Raise one OptionsError listing every problem."""
-        validate(self)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _flat(t):

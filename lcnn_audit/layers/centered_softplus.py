@@ -52,14 +52,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
+from ..layer_defaults import DEFAULT_BETA
 
 LOG2 = math.log(2.0)
 _TAU = 0.1  # |βx| below this uses the series for φ(z) = g(z)/z
 # φ(z) = 1/2 + z·P(z²), P(w) = 1/8 − w/192 + w²/2880 − 17w³/645120 + 31w⁴/14515200
 _SERIES = (1.0 / 8.0, -1.0 / 192.0, 1.0 / 2880.0, -17.0 / 645120.0, 31.0 / 14515200.0)
 
-#: The reference implementation (github.com/kylematoba/lcnn, models/psoftplus.py) starts at β = 5.
-DEFAULT_BETA = 5.0
 
 
 def _phi_series(z: torch.Tensor) -> torch.Tensor:

@@ -37,11 +37,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import UsageError
+from ..layer_defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
 from ..nn_kinds import CONVS
 
 _CONV_FN = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3: (F.conv3d, F.conv_transpose3d)}
-DEFAULT_TOL = 1e-6
-DEFAULT_MAX_ITER = 500
 
 
 # --------------------------------------------------------------------------- top singular pair

@@ -10,33 +10,35 @@ and returns an :class:`AuditResult` (command ``finetune``); see :mod:`.loop`.
 * :mod:`.init`: :func:`init_model` (from scratch) and :func:`output_recipe`.
 """
 
-from ..penalties import PenaltyConfig
-from ..reproducibility import StopFlag
-from .checkpoint import CHECKPOINT_NAME, FORMAT, FORMAT_VERSION, LOG_NAME, read_train_checkpoint
-from .config import (
-    ATTACK_NORMS,
-    AUGMENTATIONS,
-    DEFAULT_MILESTONES,
-    FINETUNE_LR,
-    OPTIMIZERS,
-    SCHEDULES,
-    SCRATCH_LR,
-    AdversarialTraining,
-    TrainConfig,
-    TrainConfigError,
-    effective_lr,
-)
-from .init import init_model, output_recipe
-from .loop import StepInfo, evaluate, subset, train
-from .steps import (
-    TrainingDivergedError,
-    augment,
-    make_optimizer,
-    make_scheduler,
-    no_decay_parameters,
-    resolve_augment,
-    train_step,
-)
+#: public name -> the module that defines it, imported on first use (PEP 562): :mod:`.config`
+#: needs no torch, so that the CLI reads the training defaults before torch is imported
+_EXPORTS = {name: module for module, names in {
+    "config": ("ATTACK_NORMS", "AUGMENTATIONS", "DEFAULT_MILESTONES", "FINETUNE_LR", "OPTIMIZERS", "SCHEDULES",
+               "SCRATCH_LR", "AdversarialTraining", "PenaltyConfig", "TrainConfig", "TrainConfigError",
+               "effective_lr"),
+    "checkpoint": ("CHECKPOINT_NAME", "FORMAT", "FORMAT_VERSION", "LOG_NAME", "read_train_checkpoint"),
+    "init": ("init_model", "output_recipe"),
+    "loop": ("StepInfo", "evaluate", "subset", "train"),
+    "steps": ("TrainingDivergedError", "augment", "make_optimizer", "make_scheduler", "no_decay_parameters",
+              "resolve_augment", "train_step"),
+    "..reproducibility": ("StopFlag",),
+}.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        module = _EXPORTS[name]
+        value = getattr(importlib.import_module(module if module.startswith(".") else f".{module}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "ATTACK_NORMS", "AUGMENTATIONS", "CHECKPOINT_NAME", "DEFAULT_MILESTONES", "FINETUNE_LR", "FORMAT",

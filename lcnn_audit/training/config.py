@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import ConfigError
 from ..options import Label, OptionsError, Problem, finite_problems, key_label, render_problems, validate
-from ..penalties import PenaltyConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("multistep", "cosine", "constant")
@@ -30,6 +29,77 @@ SCRATCH_LR = 0.1
 #: ``lr=None`` when fine-tuning a trained (or just converted) model: 10x lower, so that a few
 #: epochs adapt the weights instead of re-training them.
 FINETUNE_LR = 0.01
+
+
+@dataclass(frozen=True)
+class PenaltyConfig:
+    """Which penalties are on and their weights (0 = off).
+
+    ``cure_h`` is CURE's finite-difference step, an L2 distance in [0, 1] pixel space; it
+    ramps linearly from 0 over the first ``cure_h_warmup`` epochs (CURE §4 ramps 0 → 1.5
+    over 5 of 20 epochs, on [0, 255] pixels), then stays at ``cure_h``.
+    """
+
+    lambda_beta: float = 0.0
+    lambda_gamma: float = 0.0
+    gradreg: float = 0.0
+    cure: float = 0.0
+    cure_h: float = 0.5
+    cure_h_warmup: float = 0.0
+    jacobian: float = 0.0
+    jacobian_probes: int = 1
+    cross_lipschitz: float = 0.0
+    cross_lipschitz_probes: int = 1
+
+    def problems(self) -> list[Problem]:
+        """Every invalid weight or setting, one :class:`~lcnn_audit.options.Problem` per field."""
+        out = []
+        for name in ("lambda_beta", "lambda_gamma", "gradreg", "cure", "jacobian", "cross_lipschitz"):
+            v = getattr(self, name)
+            if not (v >= 0) or v == float("inf"):
+                out.append(Problem(name, f"(a penalty weight) must be a finite number >= 0, got {v}"))
+        if not (0 <= self.cure_h < float("inf")):
+            out.append(Problem("cure_h", f"must be a finite number >= 0, got {self.cure_h}"))
+        if not (0 <= self.cure_h_warmup < float("inf")):
+            out.append(Problem("cure_h_warmup", f"must be a finite number >= 0 (epochs), got {self.cure_h_warmup}"))
+        for name in ("jacobian_probes", "cross_lipschitz_probes"):
+            if getattr(self, name) < 0:
+                out.append(Problem(name, f"must be >= 0 (0 = exact), got {getattr(self, name)}"))
+        return out
+
+    def validate(self) -> None:
+        """Raise one :class:`~lcnn_audit.options.OptionsError` listing every problem."""
+        validate(self)
+
+    def cure_h_at(self, epochs_done: float) -> float:
+        """CURE's h after ``epochs_done`` (fractional) epochs: the linear warm-up schedule."""
+        if self.cure_h_warmup <= 0:
+            return self.cure_h
+        return self.cure_h * min(1.0, epochs_done / self.cure_h_warmup)
+
+    def active(self, epochs_done: float = 0.0) -> dict[str, dict]:
+        """{registry name: keyword arguments} of the penalties that are on, in a fixed order."""
+        out: dict[str, dict] = {}
+        if self.lambda_beta or self.lambda_gamma:
+            out["lcnn"] = {"lambda_beta": self.lambda_beta, "lambda_gamma": self.lambda_gamma}
+        if self.gradreg:
+            out["gradreg"] = {"weight": self.gradreg}
+        if self.cure:
+            out["cure"] = {"weight": self.cure, "h": self.cure_h_at(epochs_done)}
+        if self.jacobian:
+            out["jacobian"] = {"weight": self.jacobian, "probes": self.jacobian_probes}
+        if self.cross_lipschitz:
+            out["cross_lipschitz"] = {"weight": self.cross_lipschitz, "probes": self.cross_lipschitz_probes}
+        return out
+
+    @property
+    def needs_input_grad(self) -> bool:
+        """Whether an active penalty differentiates the input gradient ∇ₓℓ (all but the LCNN one)."""
+        return any(k != "lcnn" for k in self.active())
+
+    def to_dict(self) -> dict:
+        """The JSON form."""
+        return asdict(self)
 
 
 class TrainConfigError(OptionsError, ConfigError):
