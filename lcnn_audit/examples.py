@@ -17,6 +17,7 @@ the grid.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,7 +100,7 @@ def top_curved(result: AuditResult, k: int, among: list[int] | None = None) -> l
     ps = result.per_sample
     if "curvature" not in ps:
         raise UsageError(f"a {result.command} result has no per-sample curvature")
-    rows = [(c if c == c else float("-inf"), i) for i, c in zip(ps["index"], ps["curvature"], strict=True)
+    rows = [(float("-inf") if math.isnan(c) else c, i) for i, c in zip(ps["index"], ps["curvature"], strict=True)
             if among is None or i in among]
     rows.sort(key=lambda r: -r[0])
     return [i for _, i in rows[:k]]

@@ -3,6 +3,7 @@ extension names: .png, .pdf, .svg, .jpg). They draw, never compute."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .errors import UsageError
@@ -46,10 +47,10 @@ STYLES = {"measured": ("-", "o", "measured mean (band: median–p95)"), "adversa
 def _theory_limits(measured: list[float], theory: list[float], span: float = 1e3) -> tuple[float, float]:
     """Log y-limits that show every measured value, and the theory lines unless they lie more
     than ``span`` beyond the measured range (those are marked off-scale instead)."""
-    pos = [v for v in measured if v > 0 and v == v]
+    pos = [v for v in measured if v > 0 and not math.isnan(v)]
     lo, hi = (min(pos) / 3, max(pos) * 3) if pos else (1e-6, 1.0)
     for v in theory:
-        if v > 0 and v == v and lo / span <= v <= hi * span:
+        if v > 0 and not math.isnan(v) and lo / span <= v <= hi * span:
             lo, hi = min(lo, v / 2), max(hi, v * 2)
     return max(lo, 1e-300), hi
 
@@ -82,7 +83,7 @@ def grad_robustness_figure(models: list[tuple[str, dict]], path, title: str | No
             styles_used.add("adversarial")
         for key in ("quadratic", "bound"):
             vals = [c[key] for c in curves]
-            finite = [v for v in vals if v == v and v > 0]
+            finite = [v for v in vals if not math.isnan(v) and v > 0]
             if finite and min(finite) > hi:
                 side = "above"
             elif finite and max(finite) < lo:
@@ -143,7 +144,7 @@ def histogram_figure(series: list[tuple[str, list[float]]], path, xlabel: str, l
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    vals = [np.asarray([v for v in vs if v == v and (v > 0 or not log)], dtype=float) for _, vs in series]
+    vals = [np.asarray([v for v in vs if not math.isnan(v) and (v > 0 or not log)], dtype=float) for _, vs in series]
     allv = np.concatenate([v for v in vals if v.size]) if any(v.size for v in vals) else np.array([1.0])
     bins = (np.logspace(np.log10(allv.min()), np.log10(allv.max()), 40) if log and allv.min() > 0
             else np.linspace(allv.min(), allv.max(), 40))
