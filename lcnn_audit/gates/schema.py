@@ -69,6 +69,15 @@ def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+# The scalar hints a value must already match exactly (bool is not an int here).
+_EXACT = {
+    type(None): lambda v: v is None,
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def coerce(value: Any, hint: Any) -> Any:
     """``value`` as the annotated type (lists become tuples, numbers floats); ValueError if it does not fit."""
     origin, args = get_origin(hint), get_args(hint)
@@ -81,16 +90,8 @@ def coerce(value: Any, hint: Any) -> Any:
             except (ValueError, ZeroDivisionError):
                 continue
         raise ValueError(value)
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ValueError(value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(value)
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(hint, type) and hint in _EXACT:
+        if _EXACT[hint](value):
             return value
         raise ValueError(value)
     if hint is float:
@@ -98,10 +99,6 @@ def coerce(value: Any, hint: Any) -> Any:
             return number(value)
         except ZeroDivisionError:
             raise ValueError(value) from None
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError(value)
     if origin in (tuple, list):
         item = args[0] if args else Any
         values = value if isinstance(value, (list, tuple)) else [value]
