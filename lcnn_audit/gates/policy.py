@@ -551,20 +551,11 @@ def _default_name(metric: str, op: str, bound: Any, tol: float, tol_rel: bool) -
 def _attack_metric_problems(segs: list[str], opts) -> list[str]:
     """Static checks of ``attack.flags.<flag>`` and of ``attack.<attack>.<norm>.<eps>.<field>``
     against the policy's own attack options (when it has valid ones), before anything runs."""
-    from ..attacks.flags import FLAG_NAMES
-    from ..attacks.options import WORST, eps_key
+    from ..attacks.options import WORST
 
     head = segs[0]
-    if head == "indicators":
-        from ..attacks.indicators import INDICATORS
-
-        if len(segs) != 3 or segs[1] not in INDICATORS or segs[2] not in ("count", "checked", "share"):
-            return [f"write attack.indicators.NAME.count|checked|share with NAME one of {', '.join(INDICATORS)}"]
-        return []
-    if head == "flags":
-        if len(segs) != 2 or segs[1] not in FLAG_NAMES:
-            return [f"attack.flags.{'.'.join(segs[1:])} is not a flag; use one of {', '.join(FLAG_NAMES)}"]
-        return []
+    if head in ("indicators", "flags"):
+        return _attack_flag_problems(segs)
     if opts is None:
         return []
     if head not in (*opts.attacks, WORST):
@@ -573,6 +564,29 @@ def _attack_metric_problems(segs: list[str], opts) -> list[str]:
         if head in ATTACKS:
             return [f"attack {head!r} is not in audits.attack.attacks ({', '.join(opts.attacks)})"]
         return []
+    return _attack_field_problems(segs, opts)
+
+
+def _attack_flag_problems(segs: list[str]) -> list[str]:
+    """``attack.indicators.NAME.count|checked|share`` and ``attack.flags.FLAG``."""
+    from ..attacks.flags import FLAG_NAMES
+
+    if segs[0] == "indicators":
+        from ..attacks.indicators import INDICATORS
+
+        if len(segs) != 3 or segs[1] not in INDICATORS or segs[2] not in ("count", "checked", "share"):
+            return [f"write attack.indicators.NAME.count|checked|share with NAME one of {', '.join(INDICATORS)}"]
+        return []
+    if len(segs) != 2 or segs[1] not in FLAG_NAMES:
+        return [f"attack.flags.{'.'.join(segs[1:])} is not a flag; use one of {', '.join(FLAG_NAMES)}"]
+    return []
+
+
+def _attack_field_problems(segs: list[str], opts) -> list[str]:
+    """``attack.<attack>.<norm>.<eps>.<field>`` against the policy's norms and eps sweep."""
+    from ..attacks.options import eps_key
+
+    head = segs[0]
     if len(segs) < 4:
         return [f"write attack.{head}.NORM.EPS.FIELD (e.g. attack.{head}.{opts.norms[0]}.0.1.robust_accuracy)"]
     norm, eps_text, fld = segs[1], ".".join(segs[2:-1]), segs[-1]

@@ -211,11 +211,7 @@ def evaluate_check(check: Check, results: Mapping[str, AuditResult]) -> CheckRes
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if check.op == "equals" and not (numeric and isinstance(threshold, (int, float))
                                      and not isinstance(threshold, bool)):
-        ok = value == threshold and type(value) is type(threshold)
-        if not ok and type(value) is not type(threshold):
-            return error(f"{check.metric} is {json.dumps(value)}, which cannot equal {json.dumps(threshold)}", value)
-        return CheckResult(value=value, status="pass" if ok else "fail",
-                           message=f"{_show(value)} {'==' if ok else '!='} {_show(threshold)}", **base)
+        return _equals_exactly(check, value, threshold, base)
     if not numeric:
         return error(f"{check.metric} is {json.dumps(value)}, not a number; use equals: for it", value)
     interval = None
@@ -225,6 +221,17 @@ def evaluate_check(check: Check, results: Mapping[str, AuditResult]) -> CheckRes
             return error(f"{check.metric} has no 95% interval (no ci_low/ci_high and no n beside it)", value)
     status, msg = _compare(check, float(value), threshold, interval)
     return CheckResult(value=value, status=status, message=msg, interval=interval, **base)
+
+
+def _equals_exactly(check: Check, value: Any, threshold: Any, base: dict) -> CheckResult:
+    """``equals:`` on a non-numeric value: same type and value (a type mismatch is an error)."""
+    ok = value == threshold and type(value) is type(threshold)
+    if not ok and type(value) is not type(threshold):
+        return CheckResult(value=value, status="error",
+                           message=f"{check.metric} is {json.dumps(value)}, which cannot equal "
+                                   f"{json.dumps(threshold)}", **base)
+    return CheckResult(value=value, status="pass" if ok else "fail",
+                       message=f"{_show(value)} {'==' if ok else '!='} {_show(threshold)}", **base)
 
 
 def _compare(check: Check, v: float, t: float, interval) -> tuple[str, str]:
