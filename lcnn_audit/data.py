@@ -241,7 +241,7 @@ def _load_tensor_file(path: Path):
     return check_images(obj["x"], obj["y"], f"tensor file {path}", "'x'", "'y'", "--normalize")
 
 
-def check_images(x, y, what: str, xname: str = "images", yname: str = "labels",
+def check_images(x, y, what: str, xname: str = "images", yname: str = "labels",  # noqa: PLR0917 - public signature, kept as released
                  normalize_hint: str = "load_model(..., normalize=...)") -> tuple[torch.Tensor, torch.Tensor]:
     """Validate images ``x`` (N, C, H, W), float in [0, 1] or uint8, and integer labels ``y``
     (N,) >= 0; return them as (float32 or uint8, int64). Every problem is a :class:`DataError`
@@ -362,7 +362,7 @@ def _load_image_folder(path: Path, split: str, image_size: tuple[int, int] | Non
     return ds, y, str(root), len(ds.classes)
 
 
-def load_data(
+def load_data(  # noqa: PLR0917 - public signature, kept as released
     spec: str,
     split: str = "test",
     n: int | None = None,

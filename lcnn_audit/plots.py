@@ -228,7 +228,7 @@ def _robust_curve(summary: dict, norm: str, attack: str) -> tuple[list, list, li
             [summary.get("clean_ci_high", clean)] + [p[3] for p in pts])
 
 
-def _robust_panels(norms: list[str], lines, path, ylabel: str, title, suptitle: str | None = None) -> Path:
+def _robust_panels(norms: list[str], lines, path, ylabel: str, *, title, suptitle: str | None = None) -> Path:
     """One panel per norm; ``lines(norm)`` yields (label, curve, line style) and each curve is
     drawn with its 95 % interval as a band of the line's colour. No pyplot (no global figure
     state, no GUI backend); written atomically in the format of ``path``'s extension."""
@@ -273,8 +273,8 @@ def robustness_figure(summary: dict, path) -> Path:
 
     masking = summary.get("flags", {}).get("gradient_masking")
     return _robust_panels(norms, lines, path, "robust accuracy",
-                          lambda norm: f"{norm}: robust accuracy vs eps (n = {summary.get('n')})",
-                          "warning: possible gradient masking (see flags)" if masking else None)
+                          title=lambda norm: f"{norm}: robust accuracy vs eps (n = {summary.get('n')})",
+                          suptitle="warning: possible gradient masking (see flags)" if masking else None)
 
 
 def robust_comparison_figure(models: list[tuple[str, dict]], path) -> Path:
@@ -291,4 +291,4 @@ def robust_comparison_figure(models: list[tuple[str, dict]], path) -> Path:
                 yield label, curve, {"color": f"C{k}"}
 
     return _robust_panels(norms, lines, path, "robust accuracy (worst case)",
-                          lambda norm: f"{norm}: models compared (band: 95% interval)")
+                          title=lambda norm: f"{norm}: models compared (band: 95% interval)")

@@ -92,7 +92,7 @@ class Call:
     kwargs: dict
 
 
-def substitute(
+def substitute(  # noqa: PLR0917 - public signature, kept as released
     model: nn.Module,
     build: Builder,
     kinds: tuple[str, ...],

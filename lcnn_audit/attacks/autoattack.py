@@ -222,7 +222,7 @@ class AutoAttack:
         return cls(norm, eps, version=options.version, seed=options.seed, attacks=options.aa_attacks,
                    n_iter=options.aa_n_iter, n_queries=options.aa_n_queries)
 
-    def __init__(self, norm: str = "linf", eps: float | None = None, version: str = "standard", seed: int = 0,
+    def __init__(self, norm: str = "linf", eps: float | None = None, version: str = "standard", seed: int = 0,  # noqa: PLR0917 - public constructor, positional like its peers
                  attacks: list[str] | tuple[str, ...] | None = None, n_iter: int | None = None,
                  n_queries: int | None = None):
         check_norm("AutoAttack", norm, self.norms)

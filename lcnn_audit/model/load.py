@@ -52,7 +52,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def load_model(
+def load_model(  # noqa: PLR0917 - public signature, kept as released
     checkpoint: str | os.PathLike | nn.Module,
     arch: str | None = None,
     arch_kwargs: dict | str | None = None,

@@ -285,7 +285,7 @@ def _start_state(ck_path: Path | None, resume: bool, fp, cfg: dict, *, model, op
         if not resume:
             raise UsageError(f"{ck_path} holds a checkpoint of an earlier run; pass --resume to continue it, or "
                              "delete it (or choose another run directory) to start over")
-        ck = load_resume_state(ck_path, fp, cfg, model, optimizer, scheduler)
+        ck = load_resume_state(ck_path, fp, cfg, model, optimizer=optimizer, scheduler=scheduler)
         set_rng_state(ck["rng"])
         return ck["epoch"], ck["step"], list(ck["history"]), _Accum(**ck["accum"]), bool(ck["complete"])
     seed_everything(config.seed)
