@@ -57,6 +57,7 @@ class Examples:
         return f"Examples(k={len(self)}, input_shape={shape}, images={list(self.images)})"
 
     def to_dict(self, max_side: int = MAX_SIDE) -> dict:
+        """JSON form; images above ``max_side`` pixels are average-pooled, stored as base64 float16."""
         imgs = {}
         for k, t in self.images.items():
             if max(t.shape[-2:]) > max_side:
@@ -73,6 +74,7 @@ class Examples:
 
     @classmethod
     def from_dict(cls, d: dict) -> Examples:
+        """Inverse of :meth:`to_dict`."""
         imgs = {}
         for k, v in (d.get("images") or {}).items():
             raw = np.frombuffer(base64.b64decode(v["float16_base64"]), dtype="<f2").astype(np.float64)

@@ -189,6 +189,8 @@ class _Tracker:
 
 @dataclass
 class AutoAttackOutput:
+    """What :meth:`AutoAttack.run` returns: x_adv, AutoAttack's predictions, the sub-attack per sample, flags."""
+
     x_adv: torch.Tensor
     y_adv: torch.Tensor  # AutoAttack's own predictions on x_adv (the audit re-checks them)
     broken_by: list[str]  # sub-attack that broke each sample; "" if none; "unknown" if not attributable
@@ -252,13 +254,16 @@ class AutoAttack:
         return f"AutoAttack(norm={self.norm!r}, eps={self.eps:g}, version={self.version!r}, seed={self.seed}{extra})"
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``run(...).x_adv``."""
         return self.run(model, x, y, index).x_adv
 
     def batch_seed(self, index: torch.Tensor) -> int:
+        """A seed for this batch, from ``seed`` and its first dataset index (batch composition fixes it)."""
         first = int(index.min()) if index.numel() else 0
         return (self.seed * 1_000_003 + first) % (2**31 - 1)
 
     def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> AutoAttackOutput:
+        """Run AutoAttack on the batch; its warnings become ``flags``."""
         x = x.detach()
         y = y.to(x.device)
         index = default_index(x, index)

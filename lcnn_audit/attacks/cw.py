@@ -67,9 +67,11 @@ class CarliniWagnerL2:
                 f"confidence={self.confidence:g}, initial_const={self.initial_const:g})")
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``run(...).x_adv``."""
         return self.run(model, x, y, index).x_adv
 
     def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> MinNormOutput:
+        """The smallest-norm adversarial example found per sample (Carlini & Wagner 2017, L2)."""
         x = x.detach()
         y = y.to(x.device)
         default_index(x, index)

@@ -61,9 +61,11 @@ class DataSpec:
 
     @property
     def spec(self) -> str:
+        """The data spec: the file path if given, else the dataset name."""
         return self.path if self.path is not None else str(self.name)
 
     def load(self, split: str | None = None, spec: str | None = None):
+        """Load the policy's data (``split`` and ``spec`` override the policy's own)."""
         from ..data import load_data
 
         return load_data(spec or self.spec, split or self.split, n=self.n, seed=self.seed, data_root=self.root,
@@ -100,10 +102,12 @@ class Check:
 
     @property
     def audit(self) -> str:
+        """The audit the metric reads (its first segment)."""
         return audit_name(self.metric.split(".", 1)[0])
 
     @property
     def tolerance_text(self) -> str | None:
+        """The tolerance as written (``5%`` or ``0.01``), or None."""
         if not self.tolerance:
             return None
         return f"{self.tolerance * 100:g}%" if self.tolerance_relative else f"{self.tolerance:g}"
@@ -117,6 +121,7 @@ class Check:
         return base + tol if self.op == "max" else base - tol
 
     def equals_tolerance(self) -> float:
+        """The absolute tolerance of ``equals`` (a relative one scaled by the bound or baseline)."""
         base = self.baseline if self.bound == BASELINE else self.bound
         if self.tolerance_relative and isinstance(base, (int, float)):
             return self.tolerance * abs(base)

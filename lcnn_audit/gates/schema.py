@@ -66,6 +66,7 @@ def line_map(node, path: str, lines: dict[str, int], dups: list[str]) -> None:
 
 
 def join(path: str, key: str) -> str:
+    """``path.key`` (``key`` at the root)."""
     return f"{path}.{key}" if path else key
 
 
@@ -113,6 +114,7 @@ def coerce(value: Any, hint: Any) -> Any:
 
 
 def describe(hint: Any) -> str:
+    """The type hint in words, for error messages ("a number", "a list of strings")."""
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):
         return " or ".join(dict.fromkeys(describe(a) for a in args))

@@ -59,6 +59,7 @@ class CheckResult:
     tolerance: str | None = None
 
     def to_dict(self) -> dict:
+        """JSON form."""
         d = dataclasses.asdict(self)
         d["interval"] = list(self.interval) if self.interval else None
         return d
@@ -119,21 +120,26 @@ class Verdict:
     lcnn_audit_version: str = __version__
 
     def count(self, status: str) -> int:
+        """How many checks have ``status``."""
         return sum(c.status == status for c in self.checks)
 
     @property
     def status(self) -> str:
+        """``error`` if any check errored, else ``fail`` if any failed, else ``pass``."""
         return "error" if self.count("error") else "fail" if self.count("fail") else "pass"
 
     @property
     def passed(self) -> bool:
+        """Every check passed."""
         return self.status == "pass"
 
     @property
     def exit_code(self) -> int:
+        """0 pass, 1 fail, 2 error."""
         return {"pass": 0, "fail": 1, "error": 2}[self.status]
 
     def to_dict(self) -> dict:
+        """JSON form, with the result schema version."""
         from ..results import SCHEMA_VERSION  # noqa: PLC0415
 
         return {"kind": VERDICT_KIND, "schema_version": SCHEMA_VERSION,
@@ -169,6 +175,7 @@ class Verdict:
                    seconds=float(seconds), lcnn_audit_version=version)
 
     def save_json(self, path: str | Path) -> Path:
+        """Write the JSON form atomically to ``path``."""
         return write_json(path, self.to_dict())
 
 

@@ -68,6 +68,8 @@ def parse_recipe(text: str, where: str) -> dict:
 
 @dataclass
 class RawCheckpoint:
+    """A checkpoint as read: its kind, and a state dict or a module, plus the embedded recipe."""
+
     kind: str  # "state_dict" | "module" | "torchscript" | "export"
     state_dict: dict[str, torch.Tensor] | None = None
     module: nn.Module | None = None
