@@ -246,10 +246,11 @@ def _load_tensor_file(path: Path):
     if not isinstance(obj, dict) or "x" not in obj or "y" not in obj:
         keys = list(obj) if isinstance(obj, dict) else type(obj).__name__
         raise DataError(f"tensor file {path} must hold keys 'x' and 'y'; found {keys}")
-    return check_images(obj["x"], obj["y"], f"tensor file {path}", "'x'", "'y'", "--normalize")
+    return check_images(obj["x"], obj["y"], f"tensor file {path}", xname="'x'", yname="'y'",
+                        normalize_hint="--normalize")
 
 
-def check_images(x, y, what: str, xname: str = "images", yname: str = "labels",  # noqa: PLR0917 - public signature, kept as released
+def check_images(x, y, what: str, *, xname: str = "images", yname: str = "labels",
                  normalize_hint: str = "load_model(..., normalize=...)") -> tuple[torch.Tensor, torch.Tensor]:
     """Validate images ``x`` (N, C, H, W), float in [0, 1] or uint8, and integer labels ``y``
     (N,) >= 0; return them as (float32 or uint8, int64). Every problem is a :class:`DataError`
@@ -370,11 +371,12 @@ def _load_image_folder(path: Path, split: str, image_size: tuple[int, int] | Non
     return ds, y, str(root), len(ds.classes)
 
 
-def load_data(  # noqa: PLR0917 - public signature, kept as released
+def load_data(
     spec: str,
     split: str = "test",
     n: int | None = None,
     seed: int = 0,
+    *,
     data_root: str | os.PathLike | None = None,
     download: bool = False,
     image_size: tuple[int, int] | None = None,

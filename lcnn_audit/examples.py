@@ -143,7 +143,7 @@ def _options_of(result: AuditResult) -> CurvatureOptions:
     return CurvatureOptions(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in o.items() if k in names})
 
 
-def adversarial_examples(model: nn.Module, data, result: AuditResult, k: int = 6, candidates: int = 64,  # noqa: PLR0917 - public signature, kept as released
+def adversarial_examples(model: nn.Module, data, result: AuditResult, k: int = 6, candidates: int = 64, *,
                          options: CurvatureOptions | None = None) -> Examples:
     """For an attack ``result``: of the (first ``candidates``) samples the attack broke in the
     first norm, the ``k`` most curved, each with its adversarial example at the smallest eps

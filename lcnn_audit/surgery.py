@@ -94,11 +94,12 @@ class Call:
     kwargs: dict
 
 
-def substitute(  # noqa: PLR0917 - public signature, kept as released
+def substitute(
     model: nn.Module,
     build: Builder,
     kinds: tuple[str, ...],
     modules: dict[str, tuple[type[nn.Module], ...]] | None = None,
+    *,
     functions: dict[str, tuple] | None = None,
     methods: dict[str, tuple[str, ...]] | None = None,
     use_fx: bool = True,

@@ -183,7 +183,7 @@ def smooth_relu_report(model: nn.Module, beta: float) -> tuple[nn.Module, list[s
     if beta <= 0:
         raise UsageError(f"--smooth-relu needs a positive beta, got {beta}")
     out, rep = substitute(copy.deepcopy(model), _smooth_builder(beta), tuple(SMOOTH_MODULES), SMOOTH_MODULES,
-                          SMOOTH_FUNCTIONS, SMOOTH_METHODS)
+                          functions=SMOOTH_FUNCTIONS, methods=SMOOTH_METHODS)
     notices = [f"--smooth-relu: {n}" for n in rep.notes if "not traceable" in n]
     kept = Counter(type(m).__name__ for name, m in out.named_modules()
                    if isinstance(m, NON_SMOOTH) and ".parametrizations." not in f".{name}.")

@@ -52,10 +52,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def load_model(  # noqa: PLR0917 - public signature, kept as released
+def load_model(
     checkpoint: str | os.PathLike | nn.Module,
     arch: str | None = None,
     arch_kwargs: dict | str | None = None,
+    *,
     trust_checkpoint: bool = False,
     normalize=None,
     output_key: str | None = None,
