@@ -172,6 +172,7 @@ class ConversionReport:
     trace_training: bool = False  # the mode torch.fx traced in (``if self.training`` branches are baked in)
 
     def counts(self) -> dict[str, int]:
+        """{kind: how many modules of that kind were swapped}."""
         return dict(Counter(s["kind"] for s in self.swapped))
 
     @property
@@ -192,6 +193,7 @@ class ConversionReport:
         }
 
     def to_dict(self) -> dict:
+        """JSON form."""
         return {"options": self.options, "input_shape": self.input_shape, "counts": self.counts(),
                 "swapped": self.swapped, "skipped": self.skipped, "notes": self.notes, "traced": self.traced,
                 "graph_rewritten": self.graph_rewritten}
