@@ -195,7 +195,7 @@ class _BatchAudit:
         if self.progress is not None:
             self.progress.stage(self.stage / self.stages, self.n)
 
-    def _attack(self, attack, norm, eps, x, y, idx, *, what, steps=None, atk=None, fields=None, pos=None,  # noqa: PLR0913, PLR0917
+    def _attack(self, attack, norm, eps, x, y, idx, *, what, steps=None, atk=None, fields=None, pos=None,  # noqa: PLR0913, PLR0917 - one sub-batch attack
                 **run_kw):
         """Run one eps-bounded attack and re-check its output; returns (x_adv, recheck, raw output).
 

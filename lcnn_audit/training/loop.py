@@ -356,7 +356,7 @@ def _stop_on_interrupt(on_step: Callable[[StepInfo], None], stop: StopFlag) -> C
     return call
 
 
-def _run_epoch(model, data, config, *, optimizer, scheduler, epoch, start_step, accum,  # noqa: PLR0913
+def _run_epoch(model, data, config, *, optimizer, scheduler, epoch, start_step, accum,  # noqa: PLR0913 - one epoch of train()'s state
                bs, steps, aug_mode, device, on_step, stop) -> int | None:
     """Run steps ``start_step..steps-1`` of ``epoch``; return the next step if stopped early, else None."""
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(_mix(config.seed, epoch, 0)))
