@@ -9,7 +9,7 @@ versions of the package: this checkout's ``lcnn_audit`` and ``--baseline DIR/lcn
 - ``curvature``: ``curvature_audit`` on 64 test images (default Lanczos options);
 - ``attack``: ``attack_audit`` PGD-L2 at eps 0.1, 5 steps, on 64 images (masking checks included);
 - ``bound``: ``bound_audit`` (fx trace, per-layer bounds);
-- ``train``: one epoch of ``train`` on 1024 training images, batch 64, no per-epoch curvature.
+- ``train``: one epoch of ``train`` on 1000 training images, batch 64, no per-epoch curvature.
 
 Runs are interleaved (new, baseline, new, baseline, ...) for ``--reps`` rounds; the ratio is
 the median over rounds of new/baseline. The clock is process CPU time on a CPU (with one
@@ -53,7 +53,7 @@ def workloads(pkg: str) -> dict:
     load_model, load_data = mod("loading").load_model, mod("data").load_data
     model = load_model("demo")
     test = load_data("demo", n=64, split="test")
-    train_data = load_data("demo", n=1024, split="train")
+    train_data = load_data("demo", n=1000, split="train")
     geometry, attacks, bound, training = mod("geometry"), mod("attacks"), mod("bound"), mod("training")
     attack_opts = attacks.AttackOptions(attacks=("pgd",), norms=("l2",), eps=(0.1,), steps=5)
     config = training.TrainConfig(epochs=1, batch_size=64, curvature_n=0, lr=0.01)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -229,11 +230,11 @@ def audit_one(args, spec: Spec, path: Path, train_data, test_data) -> dict:
 
 
 def pct(v: float) -> str:
-    return "–" if v is None or v != v else f"{100 * v:.2f}"
+    return "–" if v is None or math.isnan(v) else f"{100 * v:.2f}"
 
 
 def num(v: float) -> str:
-    if v is None or v != v:
+    if v is None or math.isnan(v):
         return "–"
     return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.2e}"
 
@@ -341,7 +342,7 @@ def report(args, results: dict[str, dict], figure: Path | None, env: dict, wall:
     ]
     for k in order:
         a = results[k]
-        rel = mean_epoch_seconds(a) / base if base == base and base > 0 else float("nan")
+        rel = mean_epoch_seconds(a) / base if not math.isnan(base) and base > 0 else float("nan")
         lines.append(f"| {a['label']} | {pct(a['accuracy'])} | {num(a['test']['grad_norm'])} | "
                      f"{num(a['test']['hessian_norm'])} | {num(a['test']['curvature'])} | "
                      f"{rel:.2f}× ({mean_epoch_seconds(a):.0f} s) |")

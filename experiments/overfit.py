@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -411,7 +412,7 @@ def timing(args, train_data) -> dict:
 
 
 def mean(v):
-    v = [x for x in v if x == x]
+    v = [x for x in v if not math.isnan(x)]
     return sum(v) / len(v) if v else float("nan")
 
 
@@ -424,7 +425,7 @@ def ci(reps: list[list[float]]) -> tuple[float, float]:
 
 
 def num(v) -> str:
-    if v is None or v != v:
+    if v is None or math.isnan(v):
         return "–"
     if abs(v) >= 1000:
         return f"{v:.3g}"

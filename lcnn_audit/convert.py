@@ -98,6 +98,7 @@ class ConversionReport:
     trace_training: bool = False  # the mode torch.fx traced in (``if self.training`` branches are baked in)
 
     def counts(self) -> dict[str, int]:
+        """{kind: how many modules of that kind were swapped}."""
         return dict(Counter(s["kind"] for s in self.swapped))
 
     @property
@@ -118,6 +119,7 @@ class ConversionReport:
         }
 
     def to_dict(self) -> dict:
+        """JSON form."""
         return {"options": self.options, "input_shape": self.input_shape, "counts": self.counts(),
                 "swapped": self.swapped, "skipped": self.skipped, "notes": self.notes, "traced": self.traced,
                 "graph_rewritten": self.graph_rewritten}
@@ -253,12 +255,7 @@ def convert_model(model: nn.Module, options: ConvertOptions | None = None, input
                          "spectral norms); it has been converted before")
     device, dtype = model_device(net), model_dtype(net)
     if example is None:
-        if input_shape is None:
-            raise UsageError("the conversion needs the input size: pass input_shape (C,H,W) or an example batch")
-        shape = tuple(int(s) for s in input_shape)
-        if not shape or any(s <= 0 for s in shape):
-            raise UsageError(f"input shape must be positive sizes (C,H,W), got {input_shape}")
-        example = torch.rand((1, *shape), generator=torch.Generator().manual_seed(0)).to(device, dtype)
+        example = _random_example(input_shape, device, dtype)
     shape = tuple(int(s) for s in example.shape[1:])
     report = ConversionReport(options=opts.to_dict(), input_shape=list(shape))
     modes = {name: m.training for name, m in net.named_modules()}
@@ -274,28 +271,9 @@ def convert_model(model: nn.Module, options: ConvertOptions | None = None, input
 
     # 1. activations first, while every other module is still a torch.nn leaf for torch.fx
     if opts.activations:
-        net = _convert_activations(net, opts, probe, gm is None, report, device, dtype)
+        net = _convert_activations(net, opts, probe, report, untraced=gm is None, device=device, dtype=dtype)
     # 2. spectral normalisation, folding σ into a following batch norm where there is one
-    modules = list(net.named_modules())
-    n_fit = sum(1 for _, m in modules if (isinstance(m, CONVS) and opts.conv) or (isinstance(m, nn.Linear)
-                                                                               and opts.linear))
-    fitted = 0
-    new_phase(progress, "convert: spectral norms")
-    if progress is not None:
-        progress(0, n_fit)
-    for name, mod in modules:
-        if isinstance(mod, CONVS) and opts.conv:
-            _convert_conv(net, name, mod, opts, probe, pairs, report)
-        elif isinstance(mod, nn.Linear) and opts.linear:
-            _convert_linear(net, name, mod, opts, probe, pairs, report)
-        else:
-            continue
-        fitted += 1
-        if progress is not None:
-            progress(fitted, n_fit)
-        elif isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and opts.conv:
-            report.skipped.append({"name": name, "type": type(mod).__name__,
-                                   "reason": "transposed convolutions are not spectrally normalised"})
+    _convert_spectral(net, opts, probe, pairs, report, progress=progress)
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
     if (opts.conv or opts.linear) and opts.fold_into_bn and gm is None and has_bn:
         report.notes.append("σ could not be folded into following batch norms (no torch.fx graph to find them); "
@@ -318,7 +296,41 @@ def convert_model(model: nn.Module, options: ConvertOptions | None = None, input
     return net, report
 
 
-def _convert_activations(net, opts, probe, untraced: bool, report, device, dtype):
+def _random_example(input_shape, device, dtype) -> torch.Tensor:
+    """A fixed-seed U[0,1) batch of one, of the validated (C, H, W) ``input_shape``."""
+    if input_shape is None:
+        raise UsageError("the conversion needs the input size: pass input_shape (C,H,W) or an example batch")
+    shape = tuple(int(s) for s in input_shape)
+    if not shape or any(s <= 0 for s in shape):
+        raise UsageError(f"input shape must be positive sizes (C,H,W), got {input_shape}")
+    return torch.rand((1, *shape), generator=torch.Generator().manual_seed(0)).to(device, dtype)
+
+
+def _convert_spectral(net, opts, probe, pairs, report, *, progress) -> None:
+    """Step 2 of :func:`convert_model`: spectrally normalise the convs and linears, counting them."""
+    modules = list(net.named_modules())
+    n_fit = sum(1 for _, m in modules if (isinstance(m, CONVS) and opts.conv) or (isinstance(m, nn.Linear)
+                                                                               and opts.linear))
+    fitted = 0
+    new_phase(progress, "convert: spectral norms")
+    if progress is not None:
+        progress(0, n_fit)
+    for name, mod in modules:
+        if isinstance(mod, CONVS) and opts.conv:
+            _convert_conv(net, name, mod, opts, probe=probe, pairs=pairs, report=report)
+        elif isinstance(mod, nn.Linear) and opts.linear:
+            _convert_linear(net, name, mod, opts, probe=probe, pairs=pairs, report=report)
+        else:
+            continue
+        fitted += 1
+        if progress is not None:
+            progress(fitted, n_fit)
+        elif isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and opts.conv:
+            report.skipped.append({"name": name, "type": type(mod).__name__,
+                                   "reason": "transposed convolutions are not spectrally normalised"})
+
+
+def _convert_activations(net, opts, probe, report, *, untraced: bool, device, dtype):
     beta = opts.beta_init
 
     def factory():
@@ -355,7 +367,7 @@ def _zero_weight(name, mod, report) -> bool:
     return False
 
 
-def _convert_conv(net, name, mod, opts, probe, pairs, report):
+def _convert_conv(net, name, mod, opts, *, probe, pairs, report):
     if is_parametrized(mod):
         report.skipped.append({"name": name, "type": type(mod).__name__,
                                "reason": "its weight is already parametrised (e.g. weight or spectral norm)"})
@@ -376,12 +388,12 @@ def _convert_conv(net, name, mod, opts, probe, pairs, report):
     entry = {"name": name, "kind": "conv", "from": type(mod).__name__.removeprefix("Parametrized"),
              "to": f"{type(mod).__name__.removeprefix('Parametrized')} + ConvSpectralNorm", "input_shape": list(shape),
              **res.to_dict()}
-    _fold(net, name, res.sigma, pairs, opts, entry)
+    _fold(net, name, res.sigma, pairs, opts=opts, entry=entry)
     _warn_unconverged(name, res, opts, report)
     report.swapped.append(entry)
 
 
-def _convert_linear(net, name, mod, opts, probe, pairs, report):
+def _convert_linear(net, name, mod, opts, *, probe, pairs, report):
     if is_parametrized(mod):
         report.skipped.append({"name": name, "type": "Linear",
                                "reason": "its weight is already parametrised (e.g. weight or spectral norm)"})
@@ -392,7 +404,7 @@ def _convert_linear(net, name, mod, opts, probe, pairs, report):
     entry = {"name": name, "kind": "linear", "from": "Linear", "to": "Linear + spectral_norm", **res.to_dict()}
     if probe.calls.get(name, 0) == 0:
         entry["note"] = "not run by forward on the given input"
-    _fold(net, name, res.sigma, pairs, opts, entry)
+    _fold(net, name, res.sigma, pairs, opts=opts, entry=entry)
     _warn_unconverged(name, res, opts, report)
     report.swapped.append(entry)
 
@@ -404,7 +416,7 @@ def _warn_unconverged(name, res, opts, report):
                             "power steps refine it")
 
 
-def _fold(net, name, sigma, pairs, opts, entry):
+def _fold(net, name, sigma, pairs, *, opts, entry):
     entry["folded_into"] = None
     if not opts.fold_into_bn or name not in pairs or not sigma > 0:
         return

@@ -51,6 +51,8 @@ _EXPECTED = {
 
 @dataclass
 class Batch:
+    """One batch: images in [0, 1], labels, and their indices into the full split."""
+
     x: torch.Tensor  # float32 (B, C, H, W) in [0, 1]
     y: torch.Tensor  # int64 (B,)
     index: torch.Tensor  # int64 (B,) indices into the full split
@@ -78,16 +80,19 @@ class ImageData:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one sample."""
         if self.x is not None:
             return tuple(self.x.shape[1:])
         return tuple(_read_image(self.lazy, int(self.indices[0])).shape)
 
     @property
     def default_normalization(self):
+        """The dataset's usual (mean, std) normalisation, or None."""
         return DATASET_NORMALIZATION.get(self.name)
 
     @property
     def labels(self) -> torch.Tensor:
+        """The labels of this selection."""
         return self.y[self.indices]
 
     def get(self, positions: torch.Tensor) -> Batch:
@@ -101,6 +106,7 @@ class ImageData:
         return Batch(x=x, y=self.y[idx].long(), index=idx.long())
 
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        """Batches of ``batch_size`` over positions ``start..stop`` of this selection, in order."""
         stop = len(self) if stop is None else stop
         spans = [torch.arange(lo, min(lo + batch_size, stop)) for lo in range(start, stop, batch_size)]
         if self.x is None:  # lazy (file-backed): decode in worker processes, in order
@@ -115,10 +121,12 @@ class ImageData:
             yield self.get(pos)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All of the selection as (x, y) tensors."""
         b = self.get(torch.arange(len(self)))
         return b.x, b.y
 
     def describe(self) -> dict:
+        """A JSON description: dataset, split, n, source and input shape."""
         return {"data": self.name, "split": self.split, "n": len(self), "source": self.source,
                 "input_shape": list(self.input_shape)}
 
@@ -238,10 +246,11 @@ def _load_tensor_file(path: Path):
     if not isinstance(obj, dict) or "x" not in obj or "y" not in obj:
         keys = list(obj) if isinstance(obj, dict) else type(obj).__name__
         raise DataError(f"tensor file {path} must hold keys 'x' and 'y'; found {keys}")
-    return check_images(obj["x"], obj["y"], f"tensor file {path}", "'x'", "'y'", "--normalize")
+    return check_images(obj["x"], obj["y"], f"tensor file {path}", xname="'x'", yname="'y'",
+                        normalize_hint="--normalize")
 
 
-def check_images(x, y, what: str, xname: str = "images", yname: str = "labels",
+def check_images(x, y, what: str, *, xname: str = "images", yname: str = "labels",
                  normalize_hint: str = "load_model(..., normalize=...)") -> tuple[torch.Tensor, torch.Tensor]:
     """Validate images ``x`` (N, C, H, W), float in [0, 1] or uint8, and integer labels ``y``
     (N,) >= 0; return them as (float32 or uint8, int64). Every problem is a :class:`DataError`
@@ -367,6 +376,7 @@ def load_data(
     split: str = "test",
     n: int | None = None,
     seed: int = 0,
+    *,
     data_root: str | os.PathLike | None = None,
     download: bool = False,
     image_size: tuple[int, int] | None = None,

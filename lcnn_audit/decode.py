@@ -21,6 +21,7 @@ WORKERS_ENV = "LCNN_AUDIT_DATA_WORKERS"
 
 
 def data_workers() -> int:
+    """Worker processes for decoding file-backed images (``$LCNN_AUDIT_DATA_WORKERS``, else up to 4)."""
     text = os.environ.get(WORKERS_ENV, "").strip()
     if text.isdigit():
         return int(text)

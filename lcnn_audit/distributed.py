@@ -14,6 +14,7 @@ import torch
 
 
 def world_size_from_env() -> int:
+    """``$WORLD_SIZE`` (1 when unset or malformed)."""
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
@@ -21,6 +22,7 @@ def world_size_from_env() -> int:
 
 
 def local_rank() -> int | None:
+    """``$LOCAL_RANK``, or None when unset."""
     v = os.environ.get("LOCAL_RANK")
     return int(v) if v is not None and v.isdigit() else None
 
@@ -37,5 +39,6 @@ def init_from_env() -> bool:
 
 
 def shutdown() -> None:
+    """Destroy the process group, if one is initialised."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

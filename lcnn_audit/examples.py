@@ -17,6 +17,7 @@ the grid.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +57,7 @@ class Examples:
         return f"Examples(k={len(self)}, input_shape={shape}, images={list(self.images)})"
 
     def to_dict(self, max_side: int = MAX_SIDE) -> dict:
+        """JSON form; images above ``max_side`` pixels are average-pooled, stored as base64 float16."""
         imgs = {}
         for k, t in self.images.items():
             if max(t.shape[-2:]) > max_side:
@@ -72,6 +74,7 @@ class Examples:
 
     @classmethod
     def from_dict(cls, d: dict) -> Examples:
+        """Inverse of :meth:`to_dict`."""
         imgs = {}
         for k, v in (d.get("images") or {}).items():
             raw = np.frombuffer(base64.b64decode(v["float16_base64"]), dtype="<f2").astype(np.float64)
@@ -99,7 +102,7 @@ def top_curved(result: AuditResult, k: int, among: list[int] | None = None) -> l
     ps = result.per_sample
     if "curvature" not in ps:
         raise UsageError(f"a {result.command} result has no per-sample curvature")
-    rows = [(c if c == c else float("-inf"), i) for i, c in zip(ps["index"], ps["curvature"], strict=True)
+    rows = [(float("-inf") if math.isnan(c) else c, i) for i, c in zip(ps["index"], ps["curvature"], strict=True)
             if among is None or i in among]
     rows.sort(key=lambda r: -r[0])
     return [i for _, i in rows[:k]]
@@ -140,7 +143,7 @@ def _options_of(result: AuditResult) -> CurvatureOptions:
     return CurvatureOptions(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in o.items() if k in names})
 
 
-def adversarial_examples(model: nn.Module, data, result: AuditResult, k: int = 6, candidates: int = 64,
+def adversarial_examples(model: nn.Module, data, result: AuditResult, k: int = 6, candidates: int = 64, *,
                          options: CurvatureOptions | None = None) -> Examples:
     """For an attack ``result``: of the (first ``candidates``) samples the attack broke in the
     first norm, the ``k`` most curved, each with its adversarial example at the smallest eps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def num(v) -> str:
     """A compact number: 4 significant digits, scientific outside [1e-3, 1e4)."""
@@ -12,7 +14,7 @@ def num(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        if v != v:
+        if math.isnan(v):
             return "nan"
         if v == 0:
             return "0"
@@ -22,7 +24,7 @@ def num(v) -> str:
 
 def sci(v: float) -> str:
     """Scientific notation in at most 9 characters plus sign: ``6.592e-5``, ``1.2e+7``, ``inf``."""
-    if v != v or v in (float("inf"), float("-inf")):
+    if math.isnan(v) or v in (float("inf"), float("-inf")):
         return str(v)
     mant, exp = f"{v:.3e}".split("e")
     mant = mant.rstrip("0").rstrip(".") if "." in mant else mant

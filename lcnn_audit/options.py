@@ -54,6 +54,7 @@ class Problem:
     message: str
 
     def render(self, label: Label = key_label) -> str:
+        """The message with the field (and ``{names}`` in it) written by ``label``."""
         text = self.message.format_map(_Labels(label)) if "{" in self.message else self.message
         return f"{label(self.field)} {text}" if self.field else text
 
@@ -64,6 +65,7 @@ class Problem:
 
 
 def render_problems(problems: Iterable[Problem], label: Label = key_label) -> str:
+    """The problems rendered and joined by ``; ``."""
     return "; ".join(p.render(label) for p in problems)
 
 
@@ -71,9 +73,11 @@ def render_problems(problems: Iterable[Problem], label: Label = key_label) -> st
 class Options(Protocol):
     """What every options class provides."""
 
-    def problems(self) -> list[Problem]: ...
+    def problems(self) -> list[Problem]:
+        """Every problem of these options (empty when valid)."""
 
-    def validate(self) -> None: ...
+    def validate(self) -> None:
+        """Raise one OptionsError listing every problem."""
 
 
 def finite_problems(options: Any) -> list[Problem]:
@@ -122,4 +126,5 @@ class OptionsError(UsageError):
         super().__init__(render_problems(self.problems, label))
 
     def render(self, label: Label = key_label) -> str:
+        """All problems, rendered by ``label``."""
         return render_problems(self.problems, label)

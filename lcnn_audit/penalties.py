@@ -50,7 +50,7 @@ class PenaltyBatch:
     the same ones.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None,
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None,  # noqa: PLR0917 - public constructor, kept as released
                  seed: int = 0, track_input: bool = True):
         self.model = model
         self.x = x.detach().requires_grad_(track_input)

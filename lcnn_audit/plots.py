@@ -3,6 +3,7 @@ extension names: .png, .pdf, .svg, .jpg). They draw, never compute."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .errors import UsageError
@@ -46,10 +47,10 @@ STYLES = {"measured": ("-", "o", "measured mean (band: median–p95)"), "adversa
 def _theory_limits(measured: list[float], theory: list[float], span: float = 1e3) -> tuple[float, float]:
     """Log y-limits that show every measured value, and the theory lines unless they lie more
     than ``span`` beyond the measured range (those are marked off-scale instead)."""
-    pos = [v for v in measured if v > 0 and v == v]
+    pos = [v for v in measured if v > 0 and not math.isnan(v)]
     lo, hi = (min(pos) / 3, max(pos) * 3) if pos else (1e-6, 1.0)
     for v in theory:
-        if v > 0 and v == v and lo / span <= v <= hi * span:
+        if v > 0 and not math.isnan(v) and lo / span <= v <= hi * span:
             lo, hi = min(lo, v / 2), max(hi, v * 2)
     return max(lo, 1e-300), hi
 
@@ -82,7 +83,7 @@ def grad_robustness_figure(models: list[tuple[str, dict]], path, title: str | No
             styles_used.add("adversarial")
         for key in ("quadratic", "bound"):
             vals = [c[key] for c in curves]
-            finite = [v for v in vals if v == v and v > 0]
+            finite = [v for v in vals if not math.isnan(v) and v > 0]
             if finite and min(finite) > hi:
                 side = "above"
             elif finite and max(finite) < lo:
@@ -143,7 +144,7 @@ def histogram_figure(series: list[tuple[str, list[float]]], path, xlabel: str, l
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    vals = [np.asarray([v for v in vs if v == v and (v > 0 or not log)], dtype=float) for _, vs in series]
+    vals = [np.asarray([v for v in vs if not math.isnan(v) and (v > 0 or not log)], dtype=float) for _, vs in series]
     allv = np.concatenate([v for v in vals if v.size]) if any(v.size for v in vals) else np.array([1.0])
     bins = (np.logspace(np.log10(allv.min()), np.log10(allv.max()), 40) if log and allv.min() > 0
             else np.linspace(allv.min(), allv.max(), 40))
@@ -227,7 +228,7 @@ def _robust_curve(summary: dict, norm: str, attack: str) -> tuple[list, list, li
             [summary.get("clean_ci_high", clean)] + [p[3] for p in pts])
 
 
-def _robust_panels(norms: list[str], lines, path, ylabel: str, title, suptitle: str | None = None) -> Path:
+def _robust_panels(norms: list[str], lines, path, ylabel: str, *, title, suptitle: str | None = None) -> Path:
     """One panel per norm; ``lines(norm)`` yields (label, curve, line style) and each curve is
     drawn with its 95 % interval as a band of the line's colour. No pyplot (no global figure
     state, no GUI backend); written atomically in the format of ``path``'s extension."""
@@ -272,8 +273,8 @@ def robustness_figure(summary: dict, path) -> Path:
 
     masking = summary.get("flags", {}).get("gradient_masking")
     return _robust_panels(norms, lines, path, "robust accuracy",
-                          lambda norm: f"{norm}: robust accuracy vs eps (n = {summary.get('n')})",
-                          "warning: possible gradient masking (see flags)" if masking else None)
+                          title=lambda norm: f"{norm}: robust accuracy vs eps (n = {summary.get('n')})",
+                          suptitle="warning: possible gradient masking (see flags)" if masking else None)
 
 
 def robust_comparison_figure(models: list[tuple[str, dict]], path) -> Path:
@@ -290,4 +291,4 @@ def robust_comparison_figure(models: list[tuple[str, dict]], path) -> Path:
                 yield label, curve, {"color": f"C{k}"}
 
     return _robust_panels(norms, lines, path, "robust accuracy (worst case)",
-                          lambda norm: f"{norm}: models compared (band: 95% interval)")
+                          title=lambda norm: f"{norm}: models compared (band: 95% interval)")

@@ -14,7 +14,10 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class ProgressCallback(Protocol):
-    def __call__(self, done: int, total: int | None) -> None: ...
+    """``progress(done, total)``: called as a loop advances (``total`` None when unknown)."""
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Report ``done`` of ``total``."""
 
 
 def new_phase(progress: ProgressCallback | None, description: str) -> None:
@@ -34,10 +37,12 @@ class WithinBatch:
         self.done, self.total = 0, None
 
     def __call__(self, done: int, total: int | None) -> None:
+        """Record and forward ``done`` of ``total``."""
         self.done, self.total = done, total
         if self.progress is not None:
             self.progress(done, total)
 
     def stage(self, fraction: float, n: int) -> None:
+        """Report ``fraction`` of the next ``n`` units as done."""
         if self.progress is not None and 0 < fraction < 1:
             self.progress(self.done + int(fraction * n), self.total)

@@ -24,10 +24,12 @@ class StopFlag:
         self.requested = False
 
     def request(self) -> None:
+        """Ask the loop to stop after the current step."""
         self.requested = True
 
 
 def rng_state() -> dict:
+    """The global RNG states (torch, CUDA, python, numpy)."""
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
@@ -39,6 +41,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore the states of :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -77,6 +80,7 @@ def sigint_to(stop: StopFlag) -> Iterator[None]:
 
 @contextlib.contextmanager
 def deterministic_kernels(on: bool) -> Iterator[None]:
+    """With ``on``, deterministic cuDNN (no benchmark autotuning) inside the block."""
     old = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     if on:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

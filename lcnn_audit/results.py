@@ -121,6 +121,7 @@ class AuditResult:
     complete: bool = True
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
         d = _jsonable(asdict(self))
         order = ["command", "lcnn_audit_version", "config", "summary", "per_sample", "timing", "environment"]
         out = {k: d[k] for k in order}
@@ -129,6 +130,7 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditResult:
+        """Inverse of :meth:`to_dict`."""
         if not isinstance(d, dict):
             raise UsageError(f"not an lcnn-audit result: a JSON {type(d).__name__}, not a mapping")
         missing = [k for k in ("command", "config", "summary", "per_sample") if k not in d]
@@ -163,6 +165,7 @@ class AuditResult:
 
     @classmethod
     def load(cls, path: str | Path) -> AuditResult:
+        """Read a result JSON file."""
         try:
             return cls.from_dict(read_json(path, "result file"))
         except UsageError as err:
@@ -171,9 +174,11 @@ class AuditResult:
             raise UsageError(f"{path}: {err}") from None
 
     def to_json(self) -> str:
+        """The JSON text."""
         return json.dumps(self.to_dict(), indent=2)
 
     def save_json(self, path: str | Path) -> Path:
+        """Write the JSON atomically to ``path``."""
         return write_json(path, self.to_dict())
 
     def save_csv(self, path: str | Path) -> Path:

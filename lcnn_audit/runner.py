@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunOutput:
+    """What :func:`run_batches` returns: per-sample fields, completeness, seconds, the resumed count."""
+
     per_sample: dict[str, list]
     complete: bool
     seconds: float

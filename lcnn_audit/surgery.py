@@ -35,6 +35,8 @@ ACTIVATION_METHODS = {"relu": ("relu", "relu_")}
 
 @dataclass
 class SwapReport:
+    """What :func:`substitute` did: modules swapped and skipped, notes, whether torch.fx traced."""
+
     swapped: list[dict] = field(default_factory=list)  # {"name", "from", "to"}
     skipped: list[dict] = field(default_factory=list)  # {"name", "reason"}
     notes: list[str] = field(default_factory=list)
@@ -97,6 +99,7 @@ def substitute(
     build: Builder,
     kinds: tuple[str, ...],
     modules: dict[str, tuple[type[nn.Module], ...]] | None = None,
+    *,
     functions: dict[str, tuple] | None = None,
     methods: dict[str, tuple[str, ...]] | None = None,
     use_fx: bool = True,

@@ -32,6 +32,7 @@ def non_finite(value: Any) -> list[float]:
 
 
 def finite_problems(items: Iterable[tuple[str, Any]], name: Callable[[str], str] = flag) -> list[str]:
+    """A message per (name, value) item holding NaN or infinite values."""
     return [f"{name(k)} must be a finite number, got {', '.join(str(v) for v in bad)}"
             for k, v in items if (bad := non_finite(v))]
 

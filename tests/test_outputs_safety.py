@@ -189,7 +189,7 @@ def test_write_error_in_library_is_output_error(tmp_path, monkeypatch):
 
 def _interrupt_after(monkeypatch, calls: int):
     """Ctrl-C inside the (calls+1)-th batch of a curvature run."""
-    import lcnn_audit.geometry.audit as audit
+    from lcnn_audit.geometry import audit
 
     real, seen = audit.compute_geometry, []
 
@@ -393,7 +393,6 @@ def test_ctrl_c_while_the_commands_are_imported(monkeypatch, capsys):
         def find_spec(self, name, path=None, target=None):
             if name == "lcnn_audit.cli._app":
                 raise KeyboardInterrupt
-            return None
 
     monkeypatch.delitem(sys.modules, "lcnn_audit.cli._app", raising=False)
     monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])

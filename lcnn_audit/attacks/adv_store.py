@@ -36,6 +36,8 @@ SHARD_NAME = re.compile(r"\d{12}\.safetensors")
 
 
 class AdvStore:
+    """Adversarial examples of an attack run, written shard by shard into ``<path>.partial/`` and joined at the end."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.dir = partial_path(self.path)
@@ -62,6 +64,7 @@ class AdvStore:
             f.unlink()
 
     def write(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Write one batch's tensors (keyed by the batch's first dataset index) as a safetensors shard."""
         from safetensors.torch import save_file
 
         first = int(tensors["index"].min())
@@ -101,5 +104,6 @@ class AdvStore:
 
 
 def attack_codes_metadata(codes: list[str], eps: dict[str, list[float]], config: dict) -> dict[str, str]:
+    """The safetensors metadata of the stored examples: attack codes, eps sweep and run config (JSON)."""
     return {"lcnn_audit.attack_codes": json.dumps(codes), "lcnn_audit.eps": json.dumps(eps),
             "lcnn_audit.config": json.dumps(config, default=str)}

@@ -104,7 +104,7 @@ class _AdvCollector:
 class _BatchAudit:
     """Computes every per-sample field of one batch (the ``compute`` of :func:`run_batches`)."""
 
-    def __init__(self, model, options: AttackOptions, device, store: AdvStore | None, codes: list[str],
+    def __init__(self, model, options: AttackOptions, device, *, store: AdvStore | None, codes: list[str],
                  progress: WithinBatch | None = None):
         self.m, self.opts, self.device, self.store, self.codes = model, options, device, store, codes
         self.plan = options.plan()
@@ -144,7 +144,8 @@ class _BatchAudit:
         shard = {"index": batch.index, "label": batch.y, "x": x} if self.store else None
         for norm in self.opts.norms:
             collector = _AdvCollector(x, len(self.opts.eps_for(norm)), self.codes) if self.store else None
-            self._norm(norm, x, y, idx, correct, deterministic, fields, collector)
+            self._norm(norm, x, y, idx,
+                       correct=correct, deterministic=deterministic, fields=fields, collector=collector)
             if collector is not None:
                 shard.update(collector.tensors(norm, self.opts.eps_for(norm)))
         if self.store:
@@ -153,7 +154,7 @@ class _BatchAudit:
 
     # ------------------------------------------------------------------ per norm
 
-    def _norm(self, norm, x, y, idx, correct, deterministic, fields, collector) -> None:
+    def _norm(self, norm, x, y, idx, *, correct, deterministic, fields, collector) -> None:
         eps_list = self.opts.eps_for(norm)
         keys = [F.eps_key(e) for e in eps_list]
         n = x.shape[0]
@@ -165,20 +166,24 @@ class _BatchAudit:
         for attack in [a for a, nn_ in self.plan if nn_ == norm]:
             t0 = time.perf_counter()
             if ATTACKS[attack].minimal_norm:
-                broken = self._minimal(attack, norm, x, y, idx, correct, eps_list, fields, collector)
+                broken = self._minimal(attack, norm, x, y, idx,
+                                       correct=correct, eps_list=eps_list, fields=fields, collector=collector)
             else:
-                broken = self._bounded(attack, norm, x, y, idx, correct, eps_list, deterministic, fields, collector)
+                broken = self._bounded(attack, norm, x, y, idx, correct=correct, eps_list=eps_list,
+                                       deterministic=deterministic, fields=fields, collector=collector)
             self.seconds[attack] += time.perf_counter() - t0
             for j, k in enumerate(keys):
                 fields[F.robust(attack, norm, k)] = correct & ~broken[:, j]
             worst |= broken
         if self.opts.counters and norm in PGD.norms:
             t0 = time.perf_counter()
-            self._adaptive(norm, x, y, idx, correct, eps_list, worst, fields, collector)
+            self._adaptive(norm, x, y, idx,
+                           correct=correct, eps_list=eps_list, worst=worst, fields=fields, collector=collector)
             self.seconds[ADAPTIVE] += time.perf_counter() - t0
         if self.opts.masking_checks and norm in PGD.norms:
             t0 = time.perf_counter()
-            self._checks(norm, x, y, idx, correct, eps_list, worst, fields, collector)
+            self._checks(norm, x, y, idx,
+                         correct=correct, eps_list=eps_list, worst=worst, fields=fields, collector=collector)
             self.seconds["masking_checks"] += time.perf_counter() - t0
         for j, k in enumerate(keys):
             fields[F.robust(WORST, norm, k)] = correct & ~worst[:, j]
@@ -190,7 +195,8 @@ class _BatchAudit:
         if self.progress is not None:
             self.progress.stage(self.stage / self.stages, self.n)
 
-    def _attack(self, attack, norm, eps, x, y, idx, what, steps=None, atk=None, fields=None, pos=None, **run_kw):
+    def _attack(self, attack, norm, eps, x, y, idx, *, what, steps=None, atk=None, fields=None, pos=None,  # noqa: PLR0913, PLR0917 - one sub-batch attack
+                **run_kw):
         """Run one eps-bounded attack and re-check its output; returns (x_adv, recheck, raw output).
 
         ``atk`` is an :class:`~.protocol.Attack` (built from the registry unless given); a bare
@@ -208,7 +214,7 @@ class _BatchAudit:
                 fields[F.ioaf("transfer_failure", norm)][pos] |= out.adversarial & ~rc.adversarial
         return x_adv, rc, out
 
-    def _bounded(self, attack, norm, x, y, idx, correct, eps_list, deterministic, fields, collector):
+    def _bounded(self, attack, norm, x, y, idx, *, correct, eps_list, deterministic, fields, collector):
         n = x.shape[0]
         broken = torch.zeros(n, len(eps_list), dtype=torch.bool, device=x.device)
         for j, eps in enumerate(eps_list):
@@ -217,7 +223,7 @@ class _BatchAudit:
             by, checks = [""] * n, [""] * n
             if act.numel():
                 what = f"{attack} {norm} eps={eps:g}"
-                x_adv, rc, out = self._attack(attack, norm, eps, x[act], y[act], idx[act], what, fields=fields,
+                x_adv, rc, out = self._attack(attack, norm, eps, x[act], y[act], idx[act], what=what, fields=fields,
                                               pos=act)
                 if attack == "autoattack":
                     self._autoattack_claims(out, rc, y[act], deterministic, what)
@@ -244,7 +250,7 @@ class _BatchAudit:
             raise CheckFailedError(f"{what}: AutoAttack reported {int(unconfirmed.sum())} sample(s) misclassified "
                                    "that a fresh forward pass classifies correctly")
 
-    def _minimal(self, attack, norm, x, y, idx, correct, eps_list, fields, collector):
+    def _minimal(self, attack, norm, x, y, idx, *, correct, eps_list, fields, collector):
         n = x.shape[0]
         broken = torch.zeros(n, len(eps_list), dtype=torch.bool, device=x.device)
         dist_field = torch.zeros(n, device=x.device)
@@ -267,7 +273,7 @@ class _BatchAudit:
         self._stage_done()
         return broken
 
-    def _square(self, norm, eps, j, x, y, idx, sub, worst, fields, collector) -> None:
+    def _square(self, norm, eps, j, x, y, *, idx, sub, worst, fields, collector) -> None:
         """A small black-box (Square) attack on the subsample's survivors: shattered gradients lose to it."""
         square = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         act = (sub & ~worst[:, j]).nonzero().squeeze(1)
@@ -275,7 +281,7 @@ class _BatchAudit:
             atk = AutoAttack(norm, eps, version="custom", attacks=["square"], seed=self.opts.seed,
                              n_queries=self.opts.square_queries)
             what = f"square {norm} eps={eps:g}, {self.opts.square_queries} queries (black-box check)"
-            x_adv, rc, _ = self._attack(SQUARE_CHECK, norm, eps, x[act], y[act], idx[act], what, atk=atk)
+            x_adv, rc, _ = self._attack(SQUARE_CHECK, norm, eps, x[act], y[act], idx[act], what=what, atk=atk)
             hit = act[rc.adversarial]
             square[hit] = True
             worst[hit, j:] = True
@@ -283,7 +289,7 @@ class _BatchAudit:
                 collector.offer(hit, x_adv[rc.adversarial], j, SQUARE_CHECK, rc.norm[rc.adversarial])
         fields[F.black_box(norm, eps)] = square
 
-    def _adaptive(self, norm, x, y, idx, correct, eps_list, worst, fields, collector) -> None:
+    def _adaptive(self, norm, x, y, idx, *, correct, eps_list, worst, fields, collector) -> None:
         """The counter (:mod:`.counters`): margin-loss PGD with ``--eot`` and ``--bpda`` on every input
         when either is given, else on the inputs whose cross-entropy gradient is exactly zero
         (saturated). Its row is the worst case over it and the standard attacks."""
@@ -296,7 +302,7 @@ class _BatchAudit:
             act = (needs & ~broken[:, j]).nonzero().squeeze(1)
             if act.numel():
                 x_adv, rc, _ = self._attack(ADAPTIVE, norm, eps, x[act], y[act], idx[act],
-                                            f"{ADAPTIVE} {norm} eps={eps:g}", fields=fields, pos=act)
+                                            what=f"{ADAPTIVE} {norm} eps={eps:g}", fields=fields, pos=act)
                 hit = act[rc.adversarial]
                 broken[hit, j] = True
                 if collector is not None:
@@ -306,7 +312,7 @@ class _BatchAudit:
         fields[F.ioaf("countered", norm)] = needs
         worst |= broken
 
-    def _checks(self, norm, x, y, idx, correct, eps_list, worst, fields, collector) -> None:
+    def _checks(self, norm, x, y, idx, *, correct, eps_list, worst, fields, collector) -> None:
         """Masking checks and the Indicators of Attack Failure that need extra attack runs."""
         n = x.shape[0]
         opts = self.opts
@@ -319,7 +325,7 @@ class _BatchAudit:
             if act.numel():
                 steps = opts.steps * opts.steps_factor
                 x_adv, rc, out = self._attack("pgd", norm, eps, x[act], y[act], idx[act],
-                                              f"pgd {norm} eps={eps:g} with {steps} steps (masking check)",
+                                              what=f"pgd {norm} eps={eps:g} with {steps} steps (masking check)",
                                               steps=steps, fields=fields, pos=act, trace=True)
                 more[act[rc.adversarial]] = True
                 incomplete[act] = incomplete_optimization(out.trace, rc.adversarial)
@@ -339,7 +345,7 @@ class _BatchAudit:
             steps = opts.steps * opts.steps_factor
             atk = PGD(norm, eps, steps=steps, restarts=2, seed=opts.seed, loss=opts.loss)
             x_adv, rc, out = self._attack(RESTARTS_CHECK, norm, eps, x[act], y[act], idx[act],
-                                          f"pgd {norm} eps={eps:g}, 2 restarts (non-convergence check)", atk=atk,
+                                          what=f"pgd {norm} eps={eps:g}, 2 restarts (non-convergence check)", atk=atk,
                                           fields=fields, pos=act, all_restarts=True)
             ra = out.restart_adversarial
             nonconv[act] = ra.any(dim=1) & ~ra.all(dim=1)
@@ -350,13 +356,13 @@ class _BatchAudit:
         fields[F.ioaf("non_convergence", norm)] = nonconv
         # a small black-box (Square) attack on the subsample's survivors: shattered gradients lose to it
         if square_applies(x):
-            self._square(norm, eps, j, x, y, idx, sub, worst, fields, collector)
+            self._square(norm, eps, j, x, y, idx=idx, sub=sub, worst=worst, fields=fields, collector=collector)
         big = large_eps(norm, x[0].numel())
         survivors = correct & ~worst[:, -1]
         act = survivors.nonzero().squeeze(1)
         if act.numel():
             _, rc, _ = self._attack("pgd", norm, big, x[act], y[act], idx[act],
-                                    f"pgd {norm} eps={big:g} (large-eps masking check)")
+                                    what=f"pgd {norm} eps={big:g} (large-eps masking check)")
             survivors[act[rc.adversarial]] = False
         fields[F.large_eps(norm)] = survivors
         self._stage_done()
@@ -410,7 +416,7 @@ def attack_audit(
         random_note = check_batch_independence(prep.model, probe.x.to(device))
         find_modules(prep.model, opts.bpda)  # an unknown --bpda name fails before any attack runs
         within = WithinBatch(progress)
-        compute = _BatchAudit(prep.model, opts, device, store, codes, within)
+        compute = _BatchAudit(prep.model, opts, device, store=store, codes=codes, progress=within)
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,
                           keep_state=keep_state, progress=within)
     per_sample = _ordered(run.per_sample)

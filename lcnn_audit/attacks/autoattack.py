@@ -188,6 +188,8 @@ class _Tracker:
 
 @dataclass
 class AutoAttackOutput:
+    """What :meth:`AutoAttack.run` returns: x_adv, AutoAttack's predictions, the sub-attack per sample, flags."""
+
     x_adv: torch.Tensor
     y_adv: torch.Tensor  # AutoAttack's own predictions on x_adv (the audit re-checks them)
     broken_by: list[str]  # sub-attack that broke each sample; "" if none; "unknown" if not attributable
@@ -221,7 +223,7 @@ class AutoAttack:
         return cls(norm, eps, version=options.version, seed=options.seed, attacks=options.aa_attacks,
                    n_iter=options.aa_n_iter, n_queries=options.aa_n_queries)
 
-    def __init__(self, norm: str = "linf", eps: float | None = None, version: str = "standard", seed: int = 0,
+    def __init__(self, norm: str = "linf", eps: float | None = None, version: str = "standard", seed: int = 0,  # noqa: PLR0917 - public constructor, positional like its peers
                  attacks: list[str] | tuple[str, ...] | None = None, n_iter: int | None = None,
                  n_queries: int | None = None):
         check_norm("AutoAttack", norm, self.norms)
@@ -251,13 +253,16 @@ class AutoAttack:
         return f"AutoAttack(norm={self.norm!r}, eps={self.eps:g}, version={self.version!r}, seed={self.seed}{extra})"
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``run(...).x_adv``."""
         return self.run(model, x, y, index).x_adv
 
     def batch_seed(self, index: torch.Tensor) -> int:
+        """A seed for this batch, from ``seed`` and its first dataset index (batch composition fixes it)."""
         first = int(index.min()) if index.numel() else 0
         return (self.seed * 1_000_003 + first) % (2**31 - 1)
 
     def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> AutoAttackOutput:
+        """Run AutoAttack on the batch; its warnings become ``flags``."""
         x = x.detach()
         y = y.to(x.device)
         index = default_index(x, index)

@@ -299,11 +299,13 @@ def default_index(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
 
 
 def check_norm(name: str, norm: str, supported: tuple[str, ...]) -> None:
+    """Raise UsageError unless ``norm`` is one of ``supported``."""
     if norm not in supported:
         raise UsageError(f"{name} supports the norms {', '.join(supported)}, not {norm!r}")
 
 
 def check_eps(name: str, eps) -> float:
+    """``eps`` as a float; UsageError unless it is a positive finite number."""
     try:
         eps = float(eps)
     except (TypeError, ValueError):

@@ -42,7 +42,7 @@ class CarliniWagnerL2:
         return cls(steps=options.cw_steps, search_steps=options.cw_search_steps, lr=options.cw_lr,
                    confidence=options.cw_confidence, initial_const=options.cw_initial_const, norm=norm)
 
-    def __init__(self, steps: int = 100, search_steps: int = 5, lr: float = 0.01, confidence: float = 0.0,
+    def __init__(self, steps: int = 100, search_steps: int = 5, lr: float = 0.01, confidence: float = 0.0,  # noqa: PLR0917 - public constructor, positional like its peers
                  initial_const: float = 0.1, norm: str = "l2"):
         check_norm("CarliniWagnerL2", norm, self.norms)
         problems = []
@@ -67,9 +67,11 @@ class CarliniWagnerL2:
                 f"confidence={self.confidence:g}, initial_const={self.initial_const:g})")
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``run(...).x_adv``."""
         return self.run(model, x, y, index).x_adv
 
     def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> MinNormOutput:
+        """The smallest-norm adversarial example found per sample (Carlini & Wagner 2017, L2)."""
         x = x.detach()
         y = y.to(x.device)
         default_index(x, index)

@@ -69,9 +69,11 @@ class DeepFool:
         return f"DeepFool(steps={self.steps}, overshoot={self.overshoot:g}, candidates={self.candidates})"
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``run(...).x_adv``."""
         return self.run(model, x, y, index).x_adv
 
     def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> MinNormOutput:
+        """The minimal-norm adversarial example found per sample (Moosavi-Dezfooli et al. 2016)."""
         x = x.detach()
         y = y.to(x.device)
         default_index(x, index)

@@ -23,6 +23,8 @@ SUPPORTED_NORMS = ("linf", "l2")
 
 @dataclass
 class FGSMOutput:
+    """What :meth:`FGSM.run` returns."""
+
     x_adv: torch.Tensor
 
 
@@ -54,6 +56,7 @@ class FGSM:
         return f"FGSM(norm={self.norm!r}, eps={self.eps:g}, loss={self.loss!r})"
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``run(...).x_adv``."""
         return self.run(model, x, y, index).x_adv
 
     def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> FGSMOutput:

@@ -77,7 +77,20 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
     def aa_check(name: str) -> bool | None:
         return _any_check(per_sample, F.AUTOATTACK_CHECKS, name) if ran_aa else None
 
-    # zero gradients
+    _forward_flags(per_sample, n, aa_check, flags, messages)
+    if options.masking_checks:
+        _large_eps_flag(per_sample, flags, messages)
+        _more_steps_flag(per_sample, options, flags, messages)
+    _autoattack_black_box_flag(per_sample, options, flags, messages, plan=plan, ran_aa=ran_aa, n=n)
+    _autoattack_check_flags(aa_check, flags, messages)
+    _square_check_flag(per_sample, options, flags, messages)
+    _indicator_flags(per_sample, options, flags, messages)
+    flags["gradient_masking"] = any(bool(flags[k]) for k in MASKING)
+    return flags, messages
+
+
+def _forward_flags(per_sample: dict, n: int, aa_check, flags: dict, messages: list[str]) -> None:
+    """``zero_gradients`` and ``nondeterministic``: our per-batch checks, or AutoAttack's."""
     zero = sum(bool(v) for v in per_sample.get("zero_grad", []))
     aa_zero = aa_check("zero_gradients")
     flags["zero_gradients"] = zero > 0 or bool(aa_zero)
@@ -87,7 +100,6 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
     elif aa_zero:
         messages.append("zero_gradients: AutoAttack found points with zero gradient during its attacks")
 
-    # nondeterminism
     nd = sum(bool(v) for v in per_sample.get("nondeterministic", []))
     aa_rand = aa_check("randomized")
     flags["nondeterministic"] = nd > 0 or bool(aa_rand)
@@ -98,57 +110,70 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
         messages.append("nondeterministic: AutoAttack's check says the model looks randomized "
                         "(use --version rand)")
 
-    if options.masking_checks:
-        # robust at a very large eps
-        large = F.with_prefix(per_sample, F.LARGE_EPS)
-        if large:
-            flags["large_eps_not_broken"] = False
-            for k in large:
-                share = _share(per_sample[k])
-                if share > LARGE_EPS_MAX_SHARE:
-                    flags["large_eps_not_broken"] = True
-                    norm = F.parse(k).norm
-                    messages.append(f"large_eps_not_broken: PGD-{norm} at the box diameter still leaves "
-                                    f"{share:.1%} of the inputs correctly classified (should be ~0); the "
-                                    "gradients may be masked")
-        # more steps give a higher accuracy
-        more = F.with_prefix(per_sample, F.MORE_STEPS)
-        if more:
-            flags["more_steps_higher_accuracy"] = False
-            for k in more:
-                norm, eps = F.parse(k).norm, F.parse(k).eps
-                base = per_sample.get(F.robust("pgd", norm, eps))
-                if base is None:
-                    continue
-                a_more, a_base = _share(per_sample[k]), _share(base)
-                extra = sum(bool(v) for v in per_sample[k]) - sum(bool(v) for v in base)
-                if a_more - a_base > MORE_STEPS_TOLERANCE and extra >= MORE_STEPS_MIN_SAMPLES:
-                    flags["more_steps_higher_accuracy"] = True
-                    messages.append(f"more_steps_higher_accuracy: PGD-{norm} at eps {eps} with "
-                                    f"{options.steps_factor}x the steps gives robust accuracy {a_more:.1%}, higher "
-                                    f"than {a_base:.1%} with {options.steps} steps; the loss surface may be "
-                                    "obfuscated")
 
-    # black box stronger than white box
-    if ran_aa and any(b in _sub_attacks(options) for b in BLACK_BOX):
-        flags["black_box_stronger"] = False
-        for norm in options.norms:
-            wb = [a for a, nn in plan if nn == norm and ATTACKS[a].white_box]
-            for eps in options.eps_for(norm):
-                key = F.eps_key(eps)
-                by = per_sample.get(F.autoattack_by(norm, key))
-                if by is None:
-                    continue
-                intact = [all(per_sample[F.robust(a, norm, key)][i] for a in wb) for i in range(n)]
-                count = sum(1 for i in range(n) if by[i] in BLACK_BOX and intact[i])
-                if count / n > BLACK_BOX_MAX_SHARE:
-                    flags["black_box_stronger"] = True
-                    messages.append(f"black_box_stronger: at {norm} eps {key} the black-box Square attack broke "
-                                    f"{count} input(s) ({count / n:.1%}) that every white-box attack left intact; "
-                                    "the gradients may be masked")
-    elif ran_aa:
-        flags["black_box_stronger"] = None
+def _large_eps_flag(per_sample: dict, flags: dict, messages: list[str]) -> None:
+    """``large_eps_not_broken``: robust at the box diameter."""
+    large = F.with_prefix(per_sample, F.LARGE_EPS)
+    if not large:
+        return
+    flags["large_eps_not_broken"] = False
+    for k in large:
+        share = _share(per_sample[k])
+        if share > LARGE_EPS_MAX_SHARE:
+            flags["large_eps_not_broken"] = True
+            norm = F.parse(k).norm
+            messages.append(f"large_eps_not_broken: PGD-{norm} at the box diameter still leaves "
+                            f"{share:.1%} of the inputs correctly classified (should be ~0); the "
+                            "gradients may be masked")
 
+
+def _more_steps_flag(per_sample: dict, options: AttackOptions, flags: dict, messages: list[str]) -> None:
+    """``more_steps_higher_accuracy``: more PGD steps give a higher robust accuracy."""
+    more = F.with_prefix(per_sample, F.MORE_STEPS)
+    if not more:
+        return
+    flags["more_steps_higher_accuracy"] = False
+    for k in more:
+        norm, eps = F.parse(k).norm, F.parse(k).eps
+        base = per_sample.get(F.robust("pgd", norm, eps))
+        if base is None:
+            continue
+        a_more, a_base = _share(per_sample[k]), _share(base)
+        extra = sum(bool(v) for v in per_sample[k]) - sum(bool(v) for v in base)
+        if a_more - a_base > MORE_STEPS_TOLERANCE and extra >= MORE_STEPS_MIN_SAMPLES:
+            flags["more_steps_higher_accuracy"] = True
+            messages.append(f"more_steps_higher_accuracy: PGD-{norm} at eps {eps} with "
+                            f"{options.steps_factor}x the steps gives robust accuracy {a_more:.1%}, higher "
+                            f"than {a_base:.1%} with {options.steps} steps; the loss surface may be "
+                            "obfuscated")
+
+
+def _autoattack_black_box_flag(per_sample: dict, options: AttackOptions, flags: dict, messages: list[str], *,
+                               plan, ran_aa: bool, n: int) -> None:
+    """``black_box_stronger`` from AutoAttack's Square breaking what every white-box attack left intact."""
+    if not (ran_aa and any(b in _sub_attacks(options) for b in BLACK_BOX)):
+        if ran_aa:
+            flags["black_box_stronger"] = None
+        return
+    flags["black_box_stronger"] = False
+    for norm in options.norms:
+        wb = [a for a, nn in plan if nn == norm and ATTACKS[a].white_box]
+        for eps in options.eps_for(norm):
+            key = F.eps_key(eps)
+            by = per_sample.get(F.autoattack_by(norm, key))
+            if by is None:
+                continue
+            intact = [all(per_sample[F.robust(a, norm, key)][i] for a in wb) for i in range(n)]
+            count = sum(1 for i in range(n) if by[i] in BLACK_BOX and intact[i])
+            if count / n > BLACK_BOX_MAX_SHARE:
+                flags["black_box_stronger"] = True
+                messages.append(f"black_box_stronger: at {norm} eps {key} the black-box Square attack broke "
+                                f"{count} input(s) ({count / n:.1%}) that every white-box attack left intact; "
+                                "the gradients may be masked")
+
+
+def _autoattack_check_flags(aa_check, flags: dict, messages: list[str]) -> None:
+    """The ``autoattack_*`` flags from AutoAttack's own checks (None when it did not run)."""
     for name, flag, what in (("softmax_output", "autoattack_softmax_output",
                               "the model's outputs look like probabilities; pass logits"),
                              ("dynamic_model", "autoattack_dynamic_model",
@@ -160,21 +185,28 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
         flags[flag] = val
         if val:
             messages.append(f"{flag}: {what}")
-    # the small black-box check of the masking checks
-    bb = F.with_prefix(per_sample, F.BLACK_BOX)
-    if bb:
-        if flags["black_box_stronger"] is None:
-            flags["black_box_stronger"] = False
-        for k in bb:
-            count = sum(bool(v) for v in per_sample[k])
-            if count:
-                flags["black_box_stronger"] = True
-                norm, eps = F.parse(k).norm, F.parse(k).eps
-                checked = sum(bool(v) for v in per_sample.get(F.ioaf("checked", norm), []))
-                messages.append(f"black_box_stronger: at {norm} eps {eps} a {options.square_queries}-query Square "
-                                f"attack broke {count} of the {checked} checked input(s) that every white-box attack "
-                                "left intact; the gradients may be masked or shattered (try --bpda NAME)")
 
+
+def _square_check_flag(per_sample: dict, options: AttackOptions, flags: dict, messages: list[str]) -> None:
+    """``black_box_stronger`` from the small Square attack of the masking checks."""
+    bb = F.with_prefix(per_sample, F.BLACK_BOX)
+    if not bb:
+        return
+    if flags["black_box_stronger"] is None:
+        flags["black_box_stronger"] = False
+    for k in bb:
+        count = sum(bool(v) for v in per_sample[k])
+        if count:
+            flags["black_box_stronger"] = True
+            norm, eps = F.parse(k).norm, F.parse(k).eps
+            checked = sum(bool(v) for v in per_sample.get(F.ioaf("checked", norm), []))
+            messages.append(f"black_box_stronger: at {norm} eps {eps} a {options.square_queries}-query Square "
+                            f"attack broke {count} of the {checked} checked input(s) that every white-box attack "
+                            "left intact; the gradients may be masked or shattered (try --bpda NAME)")
+
+
+def _indicator_flags(per_sample: dict, options: AttackOptions, flags: dict, messages: list[str]) -> None:
+    """The Indicators of Attack Failure, raised past ``RAISE_SHARE``."""
     for name, entry in indicator_summary(per_sample, options).items():
         if entry["checked"] == 0:
             continue
@@ -183,8 +215,6 @@ def compute_flags(per_sample: dict[str, list], options: AttackOptions) -> tuple[
         if raised:
             messages.append(f"{name}: {entry['count']} of {entry['checked']} checked input(s) ({entry['share']:.1%}); "
                             f"{_ADVICE[name]}")
-    flags["gradient_masking"] = any(bool(flags[k]) for k in MASKING)
-    return flags, messages
 
 
 _ADVICE = {

@@ -163,7 +163,7 @@ class AttackOptions:
             put("bpda", tuple(self.bpda or ()))
 
     @classmethod
-    def from_cli(cls, attack: str | None = "pgd", norm: str | None = "l2", eps: list[str] | None = None,
+    def from_cli(cls, attack: str | None = "pgd", norm: str | None = "l2", eps: list[str] | None = None, *,
                  aa_attacks: str | None = None, bpda: str | None = None, step_rule: str | None = None,
                  **options) -> AttackOptions:
         """The options from the CLI's text: comma-separated ``attack``, ``norm``, ``aa_attacks``

@@ -84,6 +84,8 @@ def keep_best(x, adv, loss, bx, badv, bloss):
 
 @dataclass
 class PGDOutput:
+    """What :meth:`PGD.run` returns: the best iterate per sample, whether it is adversarial, its loss."""
+
     x_adv: torch.Tensor
     adversarial: torch.Tensor  # as seen by the attack's own forward passes (the audit re-checks)
     loss: torch.Tensor
@@ -160,6 +162,7 @@ class PGD:
                 f"eot={self.eot}, step_rule={self.step_rule!r})")
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``run(...).x_adv``."""
         return self.run(model, x, y, index).x_adv
 
     def start(self, x: torch.Tensor, index: torch.Tensor, restart: int) -> torch.Tensor:

@@ -59,8 +59,11 @@ class Attack(Protocol):
     batch_independent: bool
 
     @classmethod
-    def from_options(cls, options: Any, norm: str, eps: float | None = None, steps: int | None = None) -> Attack: ...
+    def from_options(cls, options: Any, norm: str, eps: float | None = None, steps: int | None = None) -> Attack:
+        """The attack for ``norm`` and ``eps`` built from an :class:`AttackOptions`."""
 
-    def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> AttackOutput: ...
+    def run(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> AttackOutput:
+        """Attack the batch; the output holds ``x_adv`` and the attack's own bookkeeping."""
 
-    def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor: ...
+    def __call__(self, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``run(...).x_adv``."""

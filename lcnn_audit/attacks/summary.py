@@ -53,11 +53,15 @@ class MinNormStats(TypedDict):
 
 
 class MoreStepsCheck(TypedDict):
+    """The more-steps masking check: the eps it ran at and its number of steps."""
+
     eps: float
     steps: int
 
 
 class RestartsCheck(TypedDict):
+    """The restarts (non-convergence) check: restarts and steps."""
+
     restarts: int
     steps: int
 

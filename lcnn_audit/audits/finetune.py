@@ -72,7 +72,7 @@ def prepare_model(source: AuditModel | FromScratch, input_shape: tuple[int, ...]
     return convert_model(source, None, input_shape=tuple(input_shape), inplace=True)
 
 
-def finetune(
+def finetune(  # noqa: PLR0913 - the public API: data, config and keyword-only run controls (as train)
     source: AuditModel | FromScratch,
     train_data: ImageData,
     test_data: ImageData | None,

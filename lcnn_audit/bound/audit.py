@@ -76,7 +76,8 @@ def curvature_bound(model: nn.Module, input_shape=None, *, lambda_beta: float = 
         if normalize is not None:
             with torch.no_grad():
                 x = normalize(x)
-        report = propagate(gm, record(gm, x, shape), normalize, output_key, tol, max_iter, progress)
+        report = propagate(gm, record(gm, x, shape), normalize, output_key, tol=tol, max_iter=max_iter,
+                           progress=progress)
     report.summary.update(_penalty(net, lambda_beta, lambda_gamma))
     report.summary["input_shape"] = list(shape)
     report.summary["seconds"] = time.perf_counter() - t0

@@ -197,7 +197,8 @@ class _Propagation:
         if not _is_tensorish(val) or not ins:  # sizes, dims and other non-tensor values are data-free
             return _State.const()
         module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
-        rule = rule_for(node, _op_name(self.gm, node), self.values, ins, self.tol, self.max_iter, module)
+        rule = rule_for(node, _op_name(self.gm, node), self.values, ins, tol=self.tol, max_iter=self.max_iter,
+                            module=module)
         if rule is None:
             self.unsupported.append(f"{_node_name(node)} ({_op_name(self.gm, node)})")
             return _UNBOUNDED
@@ -250,7 +251,7 @@ def _notes(smooth: bool, certified: bool) -> list[str]:
     return notes
 
 
-def propagate(gm: fx.GraphModule, values: dict, normalize, output_key, tol: float, max_iter: int,
+def propagate(gm: fx.GraphModule, values: dict, normalize, output_key, *, tol: float, max_iter: int,
               progress: Callable[[int, int], object] | None = None) -> BoundReport:
     """The per-node rows and the totals of the bound along ``gm`` (``values``: :func:`record`)."""
     walk = _Propagation(gm, values, normalize, tol, max_iter)

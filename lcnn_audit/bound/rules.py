@@ -469,7 +469,7 @@ _METHOD_ROWS = (
 METHOD_RULES: dict[str, Handler] = _table(_METHOD_ROWS)
 
 
-def rule_for(node: fx.Node, op: str, values: dict, ins: list, tol: float, max_iter: int,
+def rule_for(node: fx.Node, op: str, values: dict, ins: list, *, tol: float, max_iter: int,
              module: nn.Module | None = None) -> LayerRule | None:
     """The rule of ``node`` (``module``: the module a ``call_module`` node calls), or None."""
     ctx = NodeContext(node, op, values, ins, tol, max_iter, module)

@@ -14,6 +14,7 @@ finishes. ``--quiet`` turns both off; ``--verbose`` also shows the library's log
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ def heartbeat_interval() -> float:
 
 def clock(seconds: float | None) -> str:
     """``H:MM:SS`` (``?`` when unknown)."""
-    if seconds is None or seconds != seconds or seconds == float("inf"):
+    if seconds is None or math.isnan(seconds) or seconds == float("inf"):
         return "?"
     s = int(round(seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -43,24 +43,25 @@ def _hints() -> dict[tuple[str, str], tuple[str, ...]]:
             ("DataSpec", "name"): ("demo", *DATASETS)}
 
 
+# JSON-schema types of the scalar hints (factories: every schema gets its own dicts).
+_SCALAR = {
+    type(None): lambda: {"type": "null"},
+    bool: lambda: {"type": "boolean"},
+    int: lambda: {"type": "integer"},
+    float: lambda: {"anyOf": [{"type": "number"}, {"type": "string", "pattern": FRACTION}]},
+}
+
+
 def _type(hint: Any, enum: tuple[str, ...] | None = None, examples: tuple[str, ...] | None = None) -> dict:
     origin, args = get_origin(hint), get_args(hint)
     if hint is Any:
         return {}
     if origin in (Union, types.UnionType):
         return {"anyOf": [_type(a, enum, examples) for a in args]}
-    if hint is type(None):
-        return {"type": "null"}
-    if hint is bool:
-        return {"type": "boolean"}
-    if hint is int:
-        return {"type": "integer"}
-    if hint is float:
-        return {"anyOf": [{"type": "number"}, {"type": "string", "pattern": FRACTION}]}
+    if isinstance(hint, type) and hint in _SCALAR:
+        return _SCALAR[hint]()
     if hint is str:
-        if enum:
-            return {"type": "string", "enum": list(enum)}
-        return {"type": "string", "examples": list(examples)} if examples else {"type": "string"}
+        return _string(enum, examples)
     if origin in (tuple, list):
         item = args[0] if args else Any
         arr = {"type": "array", "items": _type(item, enum, examples)}
@@ -71,6 +72,12 @@ def _type(hint: Any, enum: tuple[str, ...] | None = None, examples: tuple[str, .
     if dataclasses.is_dataclass(hint):
         return _object(hint)
     return {}
+
+
+def _string(enum: tuple[str, ...] | None, examples: tuple[str, ...] | None) -> dict:
+    if enum:
+        return {"type": "string", "enum": list(enum)}
+    return {"type": "string", "examples": list(examples)} if examples else {"type": "string"}
 
 
 def _object(cls: type, allow_bool: bool = False) -> dict:

@@ -61,9 +61,11 @@ class DataSpec:
 
     @property
     def spec(self) -> str:
+        """The data spec: the file path if given, else the dataset name."""
         return self.path if self.path is not None else str(self.name)
 
     def load(self, split: str | None = None, spec: str | None = None):
+        """Load the policy's data (``split`` and ``spec`` override the policy's own)."""
         from ..data import load_data
 
         return load_data(spec or self.spec, split or self.split, n=self.n, seed=self.seed, data_root=self.root,
@@ -100,10 +102,12 @@ class Check:
 
     @property
     def audit(self) -> str:
+        """The audit the metric reads (its first segment)."""
         return audit_name(self.metric.split(".", 1)[0])
 
     @property
     def tolerance_text(self) -> str | None:
+        """The tolerance as written (``5%`` or ``0.01``), or None."""
         if not self.tolerance:
             return None
         return f"{self.tolerance * 100:g}%" if self.tolerance_relative else f"{self.tolerance:g}"
@@ -117,6 +121,7 @@ class Check:
         return base + tol if self.op == "max" else base - tol
 
     def equals_tolerance(self) -> float:
+        """The absolute tolerance of ``equals`` (a relative one scaled by the bound or baseline)."""
         base = self.baseline if self.bound == BASELINE else self.bound
         if self.tolerance_relative and isinstance(base, (int, float)):
             return self.tolerance * abs(base)
@@ -551,20 +556,11 @@ def _default_name(metric: str, op: str, bound: Any, tol: float, tol_rel: bool) -
 def _attack_metric_problems(segs: list[str], opts) -> list[str]:
     """Static checks of ``attack.flags.<flag>`` and of ``attack.<attack>.<norm>.<eps>.<field>``
     against the policy's own attack options (when it has valid ones), before anything runs."""
-    from ..attacks.flags import FLAG_NAMES
-    from ..attacks.options import WORST, eps_key
+    from ..attacks.options import WORST
 
     head = segs[0]
-    if head == "indicators":
-        from ..attacks.indicators import INDICATORS
-
-        if len(segs) != 3 or segs[1] not in INDICATORS or segs[2] not in ("count", "checked", "share"):
-            return [f"write attack.indicators.NAME.count|checked|share with NAME one of {', '.join(INDICATORS)}"]
-        return []
-    if head == "flags":
-        if len(segs) != 2 or segs[1] not in FLAG_NAMES:
-            return [f"attack.flags.{'.'.join(segs[1:])} is not a flag; use one of {', '.join(FLAG_NAMES)}"]
-        return []
+    if head in ("indicators", "flags"):
+        return _attack_flag_problems(segs)
     if opts is None:
         return []
     if head not in (*opts.attacks, WORST):
@@ -573,6 +569,29 @@ def _attack_metric_problems(segs: list[str], opts) -> list[str]:
         if head in ATTACKS:
             return [f"attack {head!r} is not in audits.attack.attacks ({', '.join(opts.attacks)})"]
         return []
+    return _attack_field_problems(segs, opts)
+
+
+def _attack_flag_problems(segs: list[str]) -> list[str]:
+    """``attack.indicators.NAME.count|checked|share`` and ``attack.flags.FLAG``."""
+    from ..attacks.flags import FLAG_NAMES
+
+    if segs[0] == "indicators":
+        from ..attacks.indicators import INDICATORS
+
+        if len(segs) != 3 or segs[1] not in INDICATORS or segs[2] not in ("count", "checked", "share"):
+            return [f"write attack.indicators.NAME.count|checked|share with NAME one of {', '.join(INDICATORS)}"]
+        return []
+    if len(segs) != 2 or segs[1] not in FLAG_NAMES:
+        return [f"attack.flags.{'.'.join(segs[1:])} is not a flag; use one of {', '.join(FLAG_NAMES)}"]
+    return []
+
+
+def _attack_field_problems(segs: list[str], opts) -> list[str]:
+    """``attack.<attack>.<norm>.<eps>.<field>`` against the policy's norms and eps sweep."""
+    from ..attacks.options import eps_key
+
+    head = segs[0]
     if len(segs) < 4:
         return [f"write attack.{head}.NORM.EPS.FIELD (e.g. attack.{head}.{opts.norms[0]}.0.1.robust_accuracy)"]
     norm, eps_text, fld = segs[1], ".".join(segs[2:-1]), segs[-1]

@@ -42,7 +42,7 @@ def run_audits(policy: Policy, progress: ProgressFactory | None = None) -> dict[
     return out
 
 
-def run_audit(name: str, model, data, options, spec: DataSpec | None, progress=None,
+def run_audit(name: str, model, data, options, spec: DataSpec | None, progress=None,  # noqa: PLR0917 - RUNNERS[name](...) calls it positionally
               config: dict | None = None) -> AuditResult:
     """Run the policy's audit ``name`` through its registry entry
     (:meth:`~lcnn_audit.audits.registry.AuditSpec.execute`; ``spec``: the policy's data)."""

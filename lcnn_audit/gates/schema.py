@@ -66,7 +66,17 @@ def line_map(node, path: str, lines: dict[str, int], dups: list[str]) -> None:
 
 
 def join(path: str, key: str) -> str:
+    """``path.key`` (``key`` at the root)."""
     return f"{path}.{key}" if path else key
+
+
+# The scalar hints a value must already match exactly (bool is not an int here).
+_EXACT = {
+    type(None): lambda v: v is None,
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
 
 
 def coerce(value: Any, hint: Any) -> Any:
@@ -81,16 +91,8 @@ def coerce(value: Any, hint: Any) -> Any:
             except (ValueError, ZeroDivisionError):
                 continue
         raise ValueError(value)
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ValueError(value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(value)
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(hint, type) and hint in _EXACT:
+        if _EXACT[hint](value):
             return value
         raise ValueError(value)
     if hint is float:
@@ -98,10 +100,6 @@ def coerce(value: Any, hint: Any) -> Any:
             return number(value)
         except ZeroDivisionError:
             raise ValueError(value) from None
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError(value)
     if origin in (tuple, list):
         item = args[0] if args else Any
         values = value if isinstance(value, (list, tuple)) else [value]
@@ -116,6 +114,7 @@ def coerce(value: Any, hint: Any) -> Any:
 
 
 def describe(hint: Any) -> str:
+    """The type hint in words, for error messages ("a number", "a list of strings")."""
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):
         return " or ".join(dict.fromkeys(describe(a) for a in args))

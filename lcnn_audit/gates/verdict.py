@@ -59,6 +59,7 @@ class CheckResult:
     tolerance: str | None = None
 
     def to_dict(self) -> dict:
+        """JSON form."""
         d = dataclasses.asdict(self)
         d["interval"] = list(self.interval) if self.interval else None
         return d
@@ -119,21 +120,26 @@ class Verdict:
     lcnn_audit_version: str = __version__
 
     def count(self, status: str) -> int:
+        """How many checks have ``status``."""
         return sum(c.status == status for c in self.checks)
 
     @property
     def status(self) -> str:
+        """``error`` if any check errored, else ``fail`` if any failed, else ``pass``."""
         return "error" if self.count("error") else "fail" if self.count("fail") else "pass"
 
     @property
     def passed(self) -> bool:
+        """Every check passed."""
         return self.status == "pass"
 
     @property
     def exit_code(self) -> int:
+        """0 pass, 1 fail, 2 error."""
         return {"pass": 0, "fail": 1, "error": 2}[self.status]
 
     def to_dict(self) -> dict:
+        """JSON form, with the result schema version."""
         from ..results import SCHEMA_VERSION  # noqa: PLC0415
 
         return {"kind": VERDICT_KIND, "schema_version": SCHEMA_VERSION,
@@ -169,6 +175,7 @@ class Verdict:
                    seconds=float(seconds), lcnn_audit_version=version)
 
     def save_json(self, path: str | Path) -> Path:
+        """Write the JSON form atomically to ``path``."""
         return write_json(path, self.to_dict())
 
 
@@ -211,11 +218,7 @@ def evaluate_check(check: Check, results: Mapping[str, AuditResult]) -> CheckRes
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if check.op == "equals" and not (numeric and isinstance(threshold, (int, float))
                                      and not isinstance(threshold, bool)):
-        ok = value == threshold and type(value) is type(threshold)
-        if not ok and type(value) is not type(threshold):
-            return error(f"{check.metric} is {json.dumps(value)}, which cannot equal {json.dumps(threshold)}", value)
-        return CheckResult(value=value, status="pass" if ok else "fail",
-                           message=f"{_show(value)} {'==' if ok else '!='} {_show(threshold)}", **base)
+        return _equals_exactly(check, value, threshold, base)
     if not numeric:
         return error(f"{check.metric} is {json.dumps(value)}, not a number; use equals: for it", value)
     interval = None
@@ -225,6 +228,17 @@ def evaluate_check(check: Check, results: Mapping[str, AuditResult]) -> CheckRes
             return error(f"{check.metric} has no 95% interval (no ci_low/ci_high and no n beside it)", value)
     status, msg = _compare(check, float(value), threshold, interval)
     return CheckResult(value=value, status=status, message=msg, interval=interval, **base)
+
+
+def _equals_exactly(check: Check, value: Any, threshold: Any, base: dict) -> CheckResult:
+    """``equals:`` on a non-numeric value: same type and value (a type mismatch is an error)."""
+    ok = value == threshold and type(value) is type(threshold)
+    if not ok and type(value) is not type(threshold):
+        return CheckResult(value=value, status="error",
+                           message=f"{check.metric} is {json.dumps(value)}, which cannot equal "
+                                   f"{json.dumps(threshold)}", **base)
+    return CheckResult(value=value, status="pass" if ok else "fail",
+                       message=f"{_show(value)} {'==' if ok else '!='} {_show(threshold)}", **base)
 
 
 def _compare(check: Check, v: float, t: float, interval) -> tuple[str, str]:

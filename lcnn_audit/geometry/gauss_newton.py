@@ -52,6 +52,8 @@ def has_relu(model: nn.Module) -> bool:
 
 @dataclass
 class GaussNewtonSpectrum:
+    """Exact spectrum of H = Jᵀ A J per sample, from the C×C matrix Sᵀ(J Jᵀ)S (A = S Sᵀ)."""
+
     eigs: torch.Tensor  # (B, C) eigenvalues of H, |λ| descending (rest of the spectrum is 0)
     fro: torch.Tensor  # (B,) ‖H‖_F
     top_vector: torch.Tensor  # (B, d)

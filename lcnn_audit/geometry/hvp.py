@@ -46,6 +46,7 @@ class BatchedHVP:
             raise ModelError(_NO_SECOND_DERIVATIVE)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        """Hv for a batch of directions shaped like x (one HVP gives every sample's, eval mode)."""
         if self._linear:
             return torch.zeros_like(v)
         try:
@@ -84,6 +85,7 @@ class CompactingHVP:
         self.rebuilds = 0
 
     def __call__(self, v: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+        """Hv for (B, d) directions; with ``active``, only those rows are computed (others zero)."""
         B = v.shape[0]
         shape = self.full.x.shape
         if active is None:

@@ -136,19 +136,12 @@ def lanczos(
         if j > 0:
             w = w - bw[:, j - 1, None] * Qw[:, j - 1]
         basis = Qw[:, : j + 1]
-        for _ in range(2):
-            w = w - torch.einsum("bk,bkd->bd", torch.einsum("bkd,bd->bk", basis, w), basis)
+        w = _reorthogonalise(w, basis)
         b = w.norm(dim=1)
         aw[:, j] = torch.where(act, a, aw[:, j])
         bw[:, j] = torch.where(act, b, bw[:, j])
         iters[rows] += act.long()
-        theta, S = _ritz(aw[:, : j + 1], bw[:, :j])
-        kk = min(watch, j + 1)
-        scale = theta[:, 0].abs()
-        resid = b.double()[:, None] * S[:, j, :kk].abs()
-        enough = (j + 1) >= min(watch, d)
-        ok = (resid <= tol * scale[:, None] + atol).all(1) & enough
-        broke = b.double() <= breakdown_rel * scale.clamp_min(torch.finfo(dt).tiny)
+        ok, broke = _residual_test(aw, bw, b, j, watch=watch, d=d, tol=tol, atol=atol, breakdown_rel=breakdown_rel)
         newly = act & ok
         converged[rows[newly]] = True
         act &= ~newly
@@ -159,9 +152,7 @@ def lanczos(
         fresh = act & broke
         q_next = w / b.clamp_min(torch.finfo(dt).tiny)[:, None]
         if bool(fresh.any()) and restart is not None and j + 1 < m:
-            r = restart(j).to(dt)[rows]
-            for _ in range(2):
-                r = r - torch.einsum("bk,bkd->bd", torch.einsum("bkd,bd->bk", basis, r), basis)
+            r = _reorthogonalise(restart(j).to(dt)[rows], basis)
             r = r / r.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dt).tiny)
             q_next = torch.where(fresh[:, None], r, q_next)
             bw[:, j] = torch.where(fresh, torch.zeros_like(b), bw[:, j])
@@ -172,7 +163,33 @@ def lanczos(
             rows, Qw, aw, bw, act = rows[keep], Qw[keep], aw[keep], bw[keep], act[keep]
     write_back()
     active[rows] = act
-    # final Ritz pairs from each sample's own tridiagonal (zero-padded beyond its size)
+    return _final_ritz(Q, alpha, beta, iters, converged, k=k, keep_basis=keep_basis)
+
+
+def _residual_test(aw, bw, b, j: int, *, watch: int, d: int, tol: float, atol: float, breakdown_rel: float):
+    """``(ok, broke)`` after step ``j``: the ``watch`` largest Ritz values have residual bounds
+    rᵢ = |β_j sᵢ[j]| ≤ tol·|θ₁| + atol (Parlett §13.2); β_j is an exact breakdown."""
+    theta, S = _ritz(aw[:, : j + 1], bw[:, :j])
+    kk = min(watch, j + 1)
+    scale = theta[:, 0].abs()
+    resid = b.double()[:, None] * S[:, j, :kk].abs()
+    enough = (j + 1) >= min(watch, d)
+    ok = (resid <= tol * scale[:, None] + atol).all(1) & enough
+    broke = b.double() <= breakdown_rel * scale.clamp_min(torch.finfo(aw.dtype).tiny)
+    return ok, broke
+
+
+def _reorthogonalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``w`` with its components along the orthonormal rows of ``basis`` removed, twice
+    ("twice is enough")."""
+    for _ in range(2):
+        w = w - torch.einsum("bk,bkd->bd", torch.einsum("bkd,bd->bk", basis, w), basis)
+    return w
+
+
+def _final_ritz(Q, alpha, beta, iters, converged, *, k: int, keep_basis: bool) -> SpectralResult:
+    """The top-``k`` Ritz pairs from each sample's own tridiagonal (zero-padded beyond its size)."""
+    B, dev, dt = Q.shape[0], Q.device, Q.dtype
     n_max = int(iters.max())
     pos = torch.arange(n_max, device=dev)
     own = pos[None, :] < iters[:, None]

@@ -57,7 +57,7 @@ def _start_vectors(g: torch.Tensor, index: torch.Tensor, opts: CurvatureOptions,
 
 
 def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-                     opts: CurvatureOptions, vectors: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+                     opts: CurvatureOptions, *, vectors: bool = False) -> tuple[dict[str, torch.Tensor], str]:
     """All per-sample fields for one batch; returns (fields, method used).
 
     ``model`` must already be in measurement state (see ``state.measurement_state``). With
@@ -70,65 +70,18 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     g, logits, xr = hvp.grad.detach(), hvp.logits, hvp.x
     require_finite(logits, "logits", index)
     require_finite(g, "input gradients", index)
-    C = logits.shape[1]
-    B = x.shape[0]
     gnorm = _flat(g).double().norm(dim=1)
     shape = x.shape
 
     def matvec(v_flat: torch.Tensor) -> torch.Tensor:
         return _flat(hvp(v_flat.view(shape)))
 
-    method = opts.method
-    J = None
-    if method == "auto":
-        method = "lanczos"
-        if C <= opts.gn_max_classes and is_piecewise_linear(model):
-            J = logit_jacobian(xr, logits)
-            v = rng.per_sample_normal(opts.seed, STREAM_CHECK, index, (J.shape[2],), x.dtype).to(x.device)
-            auto = matvec(v).double()
-            gn = gauss_newton_hvp(J, logits, v).double() if opts.target == "loss" else torch.zeros_like(auto)
-            scale = auto.norm(dim=1).clamp_min(gn.norm(dim=1))
-            tol = 1e-3 if x.dtype == torch.float32 else 1e-8
-            if bool(((auto - gn).norm(dim=1) <= tol * scale + 1e-30).all()):
-                method = "gauss-newton"
-    out: dict[str, torch.Tensor] = {}
-    k = max(1, opts.profile)
+    method, J = _choose_method(model, x, index, opts, matvec=matvec, xr=xr, logits=logits)
     if method == "gauss-newton":
-        if J is None:
-            J = logit_jacobian(xr, logits)
-        spec = gauss_newton_spectrum(J, logits.detach(), opts.target)
-        eigs = spec.eigs
-        if eigs.shape[1] < k:
-            eigs = torch.cat([eigs, eigs.new_zeros(B, k - eigs.shape[1])], 1)
-        res = SpectralResult(eigs=eigs[:, :k], top_vector=spec.top_vector,
-                             converged=torch.ones(B, dtype=torch.bool, device=x.device),
-                             iterations=torch.zeros(B, dtype=torch.long, device=x.device),
-                             fro_sq_captured=spec.fro.pow(2))
-        fro = spec.fro
-        out["jacobian_fro"], out["cross_lipschitz"] = spec.jacobian_fro, spec.cross_lipschitz
+        res, fro, out = _gauss_newton_spectrum(x, opts, J=J, xr=xr, logits=logits)
     else:
-        q0 = _start_vectors(g, index, opts, STREAM_START)
-        if method == "lanczos":
-            compact = CompactingHVP(hvp, lambda idx: make_objective(model, labels[idx], opts.target))
-            res = lanczos(compact, q0, k=k, max_iter=opts.max_iter, tol=opts.tol, atol=opts.atol, pass_active=True,
-                          restart=lambda j: rng.per_sample_normal(opts.seed, STREAM_RESTART + 16 * (j + 1), index,
-                                                                  (q0.shape[1],), q0.dtype).to(q0.device),
-                          keep_basis=opts.fro_probes > 0)
-            fro = _frobenius(res, matvec, index, opts, q0)
-        elif method == "power":
-            if opts.profile > 1:
-                raise UsageError("--profile needs --method lanczos or gauss-newton (power finds one eigenvalue)")
-            res = power_iteration(matvec, q0, iters=opts.iters, tol=opts.tol)
-            fro = torch.full((B,), float("nan"), dtype=torch.float64, device=x.device)
-        elif method == "reference":
-            if opts.profile > 1:
-                raise UsageError("--profile needs --method lanczos or gauss-newton (reference finds one eigenvalue)")
-            z = rng.per_sample_normal(opts.seed, STREAM_START, index, (q0.shape[1],), q0.dtype).to(q0.device)
-            res = reference_power_iteration(matvec, z, iters=opts.iters)
-            fro = torch.full((B,), float("nan"), dtype=torch.float64, device=x.device)
-        else:  # pragma: no cover - validated
-            raise UsageError(f"unknown method {method}")
-        out.update(_jacobian_fields(xr, logits, index, opts, C, J))
+        res, fro = _iterative_spectrum(model, hvp, matvec, method, g=g, labels=labels, index=index, opts=opts)
+        out = _jacobian_fields(xr, logits, index, opts, C=logits.shape[1], J=J)
     hnorm = res.eigs[:, 0].double().abs()
     hnorm = torch.nan_to_num(hnorm, nan=0.0)
     out["grad_norm"] = gnorm
@@ -155,6 +108,68 @@ def compute_geometry(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: 
     return {k: v.detach() for k, v in out.items()}, method
 
 
+def _choose_method(model, x, index, opts: CurvatureOptions, *, matvec, xr, logits):
+    """``(method, J)``: ``auto`` picks ``gauss-newton`` when the net is piecewise linear and one
+    random HVP matches H = Jᵀ A J (J, the logit Jacobian, is then kept), else ``lanczos``."""
+    method = opts.method
+    J = None
+    if method == "auto":
+        method = "lanczos"
+        if logits.shape[1] <= opts.gn_max_classes and is_piecewise_linear(model):
+            J = logit_jacobian(xr, logits)
+            v = rng.per_sample_normal(opts.seed, STREAM_CHECK, index, (J.shape[2],), x.dtype).to(x.device)
+            auto = matvec(v).double()
+            gn = gauss_newton_hvp(J, logits, v).double() if opts.target == "loss" else torch.zeros_like(auto)
+            scale = auto.norm(dim=1).clamp_min(gn.norm(dim=1))
+            tol = 1e-3 if x.dtype == torch.float32 else 1e-8
+            if bool(((auto - gn).norm(dim=1) <= tol * scale + 1e-30).all()):
+                method = "gauss-newton"
+    return method, J
+
+
+def _gauss_newton_spectrum(x, opts: CurvatureOptions, *, J, xr, logits):
+    """``(SpectralResult, ‖H‖_F, Jacobian fields)`` exactly from the C×C Gauss-Newton matrix."""
+    B = x.shape[0]
+    k = max(1, opts.profile)
+    if J is None:
+        J = logit_jacobian(xr, logits)
+    spec = gauss_newton_spectrum(J, logits.detach(), opts.target)
+    eigs = spec.eigs
+    if eigs.shape[1] < k:
+        eigs = torch.cat([eigs, eigs.new_zeros(B, k - eigs.shape[1])], 1)
+    res = SpectralResult(eigs=eigs[:, :k], top_vector=spec.top_vector,
+                         converged=torch.ones(B, dtype=torch.bool, device=x.device),
+                         iterations=torch.zeros(B, dtype=torch.long, device=x.device),
+                         fro_sq_captured=spec.fro.pow(2))
+    return res, spec.fro, {"jacobian_fro": spec.jacobian_fro, "cross_lipschitz": spec.cross_lipschitz}
+
+
+def _iterative_spectrum(model, hvp, matvec, method: str, *, g, labels, index, opts: CurvatureOptions):
+    """``(SpectralResult, ‖H‖_F)`` by Lanczos (Hutch++ Frobenius), power or the reference power iteration."""
+    B = g.shape[0]
+    k = max(1, opts.profile)
+    q0 = _start_vectors(g, index, opts, STREAM_START)
+    if method == "lanczos":
+        compact = CompactingHVP(hvp, lambda idx: make_objective(model, labels[idx], opts.target))
+        res = lanczos(compact, q0, k=k, max_iter=opts.max_iter, tol=opts.tol, atol=opts.atol, pass_active=True,
+                      restart=lambda j: rng.per_sample_normal(opts.seed, STREAM_RESTART + 16 * (j + 1), index,
+                                                              (q0.shape[1],), q0.dtype).to(q0.device),
+                      keep_basis=opts.fro_probes > 0)
+        return res, _frobenius(res, matvec, index, opts, q0)
+    if method == "power":
+        if opts.profile > 1:
+            raise UsageError("--profile needs --method lanczos or gauss-newton (power finds one eigenvalue)")
+        res = power_iteration(matvec, q0, iters=opts.iters, tol=opts.tol)
+    elif method == "reference":
+        if opts.profile > 1:
+            raise UsageError("--profile needs --method lanczos or gauss-newton (reference finds one eigenvalue)")
+        z = rng.per_sample_normal(opts.seed, STREAM_START, index, (q0.shape[1],), q0.dtype).to(q0.device)
+        res = reference_power_iteration(matvec, z, iters=opts.iters)
+    else:  # pragma: no cover - validated
+        raise UsageError(f"unknown method {method}")
+    return res, torch.full((B,), float("nan"), dtype=torch.float64, device=g.device)
+
+
 def _frobenius(res: SpectralResult, matvec, index, opts: CurvatureOptions, q0) -> torch.Tensor:
     """‖H‖_F² = ‖T‖_F² + 2β² (exact, on the Krylov basis Q) + ‖P⊥HP⊥‖_F², the last by
     Hutchinson with ``fro_probes`` probes projected off Q (the Hutch++ split)."""
@@ -172,7 +187,7 @@ def _frobenius(res: SpectralResult, matvec, index, opts: CurvatureOptions, q0) -
     return (captured + rest / opts.fro_probes).sqrt()
 
 
-def _jacobian_fields(xr, logits, index, opts: CurvatureOptions, C: int, J=None) -> dict[str, torch.Tensor]:
+def _jacobian_fields(xr, logits, index, opts: CurvatureOptions, *, C: int, J=None) -> dict[str, torch.Tensor]:
     """Exact (C VJPs) when C <= 32 or asked for, else Hutchinson estimates (``jacobian_probes``)."""
     mode = opts.jacobian
     if mode == "off":

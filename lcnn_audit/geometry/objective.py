@@ -18,6 +18,7 @@ from .options import LABELS, TARGETS
 
 
 def check_target(target: str, label: str) -> None:
+    """Raise UsageError for an unknown target or label mode."""
     if target not in TARGETS:
         raise UsageError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
     if label not in LABELS:
@@ -62,6 +63,7 @@ def input_gradient(objective: ObjectiveFn, x: torch.Tensor, create_graph: bool =
 
 
 def resolve_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, label: str) -> torch.Tensor:
+    """The labels the objective uses: ``y`` (``true``) or the model's predictions (``pred``)."""
     if label == "true":
         return y
     with torch.no_grad():

@@ -65,7 +65,7 @@ def gradient_changes(objective, x, index, opts: GradRobustnessOptions, seed: int
     return rel.mean(2), rel.amax(2), dloss.mean(2), g0
 
 
-def adversarial_gradient_change(objective, x, index, radii, g0, steps: int, seed: int) -> torch.Tensor:
+def adversarial_gradient_change(objective, x, index, radii, g0, *, steps: int, seed: int) -> torch.Tensor:
     """Worst relative gradient change on the sphere ‖ε‖ = r, (B, R), by projected
     (normalised) gradient ascent on ‖∇f(x+ε) − ∇f(x)‖² from a random start, keeping the
     best iterate. This is the explanation-manipulation attack the paper cites (Ghorbani et al.)."""
@@ -130,7 +130,7 @@ def grad_robustness(
                    "loss_change_quadratic": r[None] * gn[:, None] * (1 + r[None] * c[:, None] / 2)}
             if opts.adversarial:
                 out["grad_change_adv"] = adversarial_gradient_change(objective, x, idx, opts.radii, g0,
-                                                                     opts.adv_steps, copts.seed)
+                                                                     steps=opts.adv_steps, seed=copts.seed)
             return out
 
         run = run_batches(data, compute, batch_size, config=cfg, state_path=state_path, resume=resume,

@@ -42,6 +42,7 @@ class SmoothReLU(nn.Softplus):
     """``nn.Softplus(beta)`` with an HVP-friendly backward (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """softplus_β(x), with a derivative at any order."""
         return _SoftplusFn.apply(x, self.beta, self.threshold)
 
 
@@ -69,11 +70,13 @@ class SmoothHardtanh(nn.Module):
         self.min_val, self.max_val, self.beta, self.threshold = float(min_val), float(max_val), beta, threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The smooth clamp to [min_val, max_val]: a + s_β(x − a) − s_β(x − b)."""
         a, b = self.min_val, self.max_val
         out = _sp(x - a, self.beta, self.threshold) - _sp(x - b, self.beta, self.threshold)
         return out + a if a != 0 else out
 
     def extra_repr(self) -> str:
+        """Module repr arguments."""
         return f"min_val={self.min_val}, max_val={self.max_val}, beta={self.beta}"
 
 
@@ -87,12 +90,14 @@ class SmoothLeakyReLU(nn.Module):
         self.beta, self.threshold = beta, threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """s·x + (1 − s)·softplus_β(x)."""
         s = self.slope.to(x.dtype)
         if s.numel() > 1:
             s = s.view(1, -1, *([1] * (x.dim() - 2)))
         return s * x + (1 - s) * _sp(x, self.beta, self.threshold)
 
     def extra_repr(self) -> str:
+        """Module repr arguments."""
         return f"slope={self.slope.tolist() if self.slope.numel() <= 4 else tuple(self.slope.shape)}, beta={self.beta}"
 
 
@@ -104,9 +109,11 @@ class SmoothHardsigmoid(nn.Module):
         self.beta, self.threshold = beta, threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(s_β(x + 3) − s_β(x − 3)) / 6, the smooth hardsigmoid."""
         return (_sp(x + 3, self.beta, self.threshold) - _sp(x - 3, self.beta, self.threshold)) / 6
 
     def extra_repr(self) -> str:
+        """Module repr arguments."""
         return f"beta={self.beta}"
 
 
@@ -114,6 +121,7 @@ class SmoothHardswish(SmoothHardsigmoid):
     """hardswish with ReLU → softplus(β): x·(S(x + 3) − S(x − 3)) / 6."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x · smooth hardsigmoid(x)."""
         return x * super().forward(x)
 
 
@@ -175,7 +183,7 @@ def smooth_relu_report(model: nn.Module, beta: float) -> tuple[nn.Module, list[s
     if beta <= 0:
         raise UsageError(f"--smooth-relu needs a positive beta, got {beta}")
     out, rep = substitute(copy.deepcopy(model), _smooth_builder(beta), tuple(SMOOTH_MODULES), SMOOTH_MODULES,
-                          SMOOTH_FUNCTIONS, SMOOTH_METHODS)
+                          functions=SMOOTH_FUNCTIONS, methods=SMOOTH_METHODS)
     notices = [f"--smooth-relu: {n}" for n in rep.notes if "not traceable" in n]
     kept = Counter(type(m).__name__ for name, m in out.named_modules()
                    if isinstance(m, NON_SMOOTH) and ".parametrizations." not in f".{name}.")

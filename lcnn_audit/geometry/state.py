@@ -29,6 +29,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclass
 class Prepared:
+    """The model in measurement state, the dtype it runs in, and notices about what was changed."""
+
     model: nn.Module
     dtype: torch.dtype
     notices: list[str] = field(default_factory=list)
@@ -41,6 +43,7 @@ def _train_mode_bn(model: nn.Module) -> list[str]:
 
 @contextlib.contextmanager
 def tf32_disabled() -> Iterator[None]:
+    """Turn TF32 matmuls/convolutions off inside the block (curvature needs full fp32)."""
     old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
            torch.get_float32_matmul_precision())
     torch.backends.cuda.matmul.allow_tf32 = False

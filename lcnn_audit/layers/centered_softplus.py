@@ -243,6 +243,7 @@ class CenteredSoftplus(nn.Module):
         return self.log_beta.exp()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """s₀(x) = softplus_β(x) − log(2)/β (LCNN eq. 4)."""
         return centered_softplus(x, self.beta, getattr(self, "kernels", None))
 
     def curvature_bound(self) -> float:
@@ -258,4 +259,5 @@ class CenteredSoftplus(nn.Module):
         return 1.0
 
     def extra_repr(self) -> str:
+        """Module repr arguments."""
         return f"beta={float(self.beta.detach()):.4g}"

@@ -130,7 +130,7 @@ class _LipschitzBN:
 class LipschitzBatchNorm1d(_LipschitzBN, nn.BatchNorm1d):
     """γ-Lipschitz ``BatchNorm1d`` (LCNN §3.4.2): min(γ, ‖BN‖₂)·BN(x)/‖BN‖₂, γ ≥ 1 learnable."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,  # noqa: PLR0917 - drop-in for torch.nn.BatchNorm*d: same positional signature
                  track_running_stats: bool = True, gamma_init: float = PAPER_GAMMA, device=None, dtype=None):
         nn.BatchNorm1d.__init__(self, num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self._setup_gamma(gamma_init)
@@ -139,7 +139,7 @@ class LipschitzBatchNorm1d(_LipschitzBN, nn.BatchNorm1d):
 class LipschitzBatchNorm2d(_LipschitzBN, nn.BatchNorm2d):
     """γ-Lipschitz ``BatchNorm2d`` (LCNN §3.4.2): min(γ, ‖BN‖₂)·BN(x)/‖BN‖₂, γ ≥ 1 learnable."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,  # noqa: PLR0917 - drop-in for torch.nn.BatchNorm*d: same positional signature
                  track_running_stats: bool = True, gamma_init: float = PAPER_GAMMA, device=None, dtype=None):
         nn.BatchNorm2d.__init__(self, num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self._setup_gamma(gamma_init)

@@ -58,6 +58,7 @@ class SingularResult:
     residual: float  # ‖AᵀAv − σ²v‖ / σ² at the end
 
     def to_dict(self) -> dict:
+        """JSON form."""
         return {"sigma": self.sigma, "iterations": self.iterations, "converged": self.converged,
                 "residual": self.residual}
 
@@ -172,12 +173,14 @@ class ConvGeometry:
             for i in range(nd)) if self.use_transpose else (0,) * nd
 
     def apply(self, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The convolution (no bias) of ``v`` with ``w``, padding as the layer does."""
         if self.padding_mode != "zeros":
             v = F.pad(v, self.reversed_padding, mode=self.padding_mode)
             return self._fwd(v, w, None, self.stride, 0, self.dilation, self.groups)
         return self._fwd(v, w, None, self.stride, self.padding, self.dilation, self.groups)
 
     def adjoint(self, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The adjoint of :meth:`apply` (a transposed convolution, or its VJP)."""
         if self.use_transpose:
             return self._tr(u, w, None, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
         with torch.enable_grad():
@@ -186,6 +189,7 @@ class ConvGeometry:
         return g
 
     def describe(self) -> dict:
+        """JSON form of the geometry."""
         return {"input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
                 "stride": list(self.stride), "dilation": list(self.dilation), "groups": self.groups,
                 "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
@@ -263,6 +267,7 @@ class ConvSpectralNorm(nn.Module):
         return res
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """W / σ(W), σ by power iteration on the convolution operator (one step per training forward)."""
         if self.training and self.n_power_iterations > 0:
             self._power_method(weight.detach(), self.n_power_iterations)
         u = self._u.clone(memory_format=torch.contiguous_format)
@@ -271,12 +276,14 @@ class ConvSpectralNorm(nn.Module):
         return weight / sigma
 
     def extra_repr(self) -> str:
+        """Module repr arguments."""
         g = self.geometry
         return (f"input_shape={g.input_shape}, output_shape={g.output_shape}, "
                 f"n_power_iterations={self.n_power_iterations}")
 
 
 def is_parametrized(module: nn.Module, name: str = "weight") -> bool:
+    """Whether ``module.name`` is parametrised (torch parametrize or the old ``weight_orig`` hooks)."""
     return parametrize.is_parametrized(module, name) or hasattr(module, f"{name}_orig")
 
 

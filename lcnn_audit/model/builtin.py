@@ -26,7 +26,7 @@ class SmallCNN(nn.Sequential):
     averaging, which keeps a smooth net twice differentiable (Proposition 1's assumption).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, input_size: int = 28,
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, input_size: int = 28,  # noqa: PLR0917 - public architecture constructor (arch_kwargs or positional)
                  act: str = "relu", beta: float = 1000.0, bn: bool = True, pool: str = "max"):
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown act {act!r}; use one of {', '.join(ACTIVATIONS)}")
@@ -49,7 +49,7 @@ class SmallCNN(nn.Sequential):
 class MLP(nn.Sequential):
     """Flatten, then ``depth`` hidden layers with the chosen activation, then a linear head."""
 
-    def __init__(self, in_features: int = 784, num_classes: int = 10, hidden: int = 128, depth: int = 2,
+    def __init__(self, in_features: int = 784, num_classes: int = 10, hidden: int = 128, depth: int = 2,  # noqa: PLR0917 - public architecture constructor (arch_kwargs or positional)
                  act: str = "relu", beta: float = 1000.0):
         layers: list[nn.Module] = [nn.Flatten()]
         d = in_features

@@ -68,6 +68,8 @@ def parse_recipe(text: str, where: str) -> dict:
 
 @dataclass
 class RawCheckpoint:
+    """A checkpoint as read: its kind, and a state dict or a module, plus the embedded recipe."""
+
     kind: str  # "state_dict" | "module" | "torchscript" | "export"
     state_dict: dict[str, torch.Tensor] | None = None
     module: nn.Module | None = None
@@ -136,39 +138,59 @@ def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False, sta
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                sd = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise _corrupt(path, err) from None
-        recipe = parse_recipe(meta[RECIPE_KEY], str(path)) if RECIPE_KEY in meta else {}
-        return RawCheckpoint("state_dict", state_dict=sd, recipe=recipe)
+        return _read_safetensors(path)
     if suffix == ".pt2":
-        if not trust_checkpoint:
-            raise CheckpointError(
-                f"checkpoint {path} is a torch.export program, and torch.export.load unpickles parts of it with "
-                "weights_only=False, which can run arbitrary code; pass --trust-checkpoint only if you trust its "
-                "source (or save the weights as safetensors and pass --arch)")
-        try:
-            with _quiet_loggers("torch.export", "torch._export"):
-                prog = torch.export.load(str(path))
-        except Exception as err:  # noqa: BLE001 - export's loader raises many types
-            raise _corrupt(path, err) from None
-        return RawCheckpoint("export", module=prog.module())
+        return _read_export(path, trust_checkpoint)
     if _is_torchscript(path):
-        if not trust_checkpoint:
-            raise CheckpointError(
-                f"checkpoint {path} is a TorchScript archive: its code runs when it loads and in every forward "
-                "pass, and TorchScript operators can read and write files (torch.from_file); pass "
-                "--trust-checkpoint only if you trust its source (or save the weights as safetensors and pass "
-                "--arch)")
-        try:
-            return RawCheckpoint("torchscript", module=torch.jit.load(str(path), map_location=map_location))
-        except RuntimeError as err:
-            raise _corrupt(path, err) from None
+        return _read_torchscript(path, trust_checkpoint, map_location)
+    return _read_torch_load(path, trust_checkpoint, state_key, map_location)
+
+
+def _read_safetensors(path: Path) -> RawCheckpoint:
+    """A safetensors state dict, with the recipe from its metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise _corrupt(path, err) from None
+    recipe = parse_recipe(meta[RECIPE_KEY], str(path)) if RECIPE_KEY in meta else {}
+    return RawCheckpoint("state_dict", state_dict=sd, recipe=recipe)
+
+
+def _read_export(path: Path, trust_checkpoint: bool) -> RawCheckpoint:
+    """A torch.export program (``.pt2``), only when trusted."""
+    if not trust_checkpoint:
+        raise CheckpointError(
+            f"checkpoint {path} is a torch.export program, and torch.export.load unpickles parts of it with "
+            "weights_only=False, which can run arbitrary code; pass --trust-checkpoint only if you trust its "
+            "source (or save the weights as safetensors and pass --arch)")
+    try:
+        with _quiet_loggers("torch.export", "torch._export"):
+            prog = torch.export.load(str(path))
+    except Exception as err:  # noqa: BLE001 - export's loader raises many types
+        raise _corrupt(path, err) from None
+    return RawCheckpoint("export", module=prog.module())
+
+
+def _read_torchscript(path: Path, trust_checkpoint: bool, map_location) -> RawCheckpoint:
+    """A TorchScript archive, only when trusted."""
+    if not trust_checkpoint:
+        raise CheckpointError(
+            f"checkpoint {path} is a TorchScript archive: its code runs when it loads and in every forward "
+            "pass, and TorchScript operators can read and write files (torch.from_file); pass "
+            "--trust-checkpoint only if you trust its source (or save the weights as safetensors and pass "
+            "--arch)")
+    try:
+        return RawCheckpoint("torchscript", module=torch.jit.load(str(path), map_location=map_location))
+    except RuntimeError as err:
+        raise _corrupt(path, err) from None
+
+
+def _read_torch_load(path: Path, trust_checkpoint: bool, state_key: str | None, map_location) -> RawCheckpoint:
+    """A ``torch.load`` file: weights only unless trusted; a module or a (nested) state dict."""
     try:
         obj = torch.load(str(path), map_location=map_location, weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as err:

@@ -56,6 +56,7 @@ def load_model(
     checkpoint: str | os.PathLike | nn.Module,
     arch: str | None = None,
     arch_kwargs: dict | str | None = None,
+    *,
     trust_checkpoint: bool = False,
     normalize=None,
     output_key: str | None = None,

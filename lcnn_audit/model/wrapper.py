@@ -72,9 +72,11 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x):
+        """(x − mean) / std."""
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
+        """Module repr arguments."""
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
@@ -154,6 +156,7 @@ class AuditModel(nn.Module):
         self.recipe = recipe or {}
 
     def forward(self, x):
+        """Logits of the normalised input (the selected output of the net)."""
         return _select_output(self.net(self.normalize(x)), self.output_key)
 
     def train(self, mode: bool = True):

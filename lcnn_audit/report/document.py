@@ -5,6 +5,7 @@ Renderers (:mod:`.html`, :mod:`.markdown`) turn these into text; nothing here co
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ def checked_status(status: str) -> str:
 
 def pct(v, lo=None, hi=None) -> str:
     """An accuracy in %, with its interval in brackets when given."""
-    if v is None or v != v:
+    if v is None or math.isnan(v):
         return "–"
     out = f"{100 * v:.2f}"
     if lo is not None and hi is not None:

@@ -74,7 +74,7 @@ def write_train_checkpoint(path: Path, state: dict) -> None:
     write_with(path, lambda tmp: torch.save(state, str(tmp)))
 
 
-def load_resume_state(path: Path, fingerprint: str, config: dict, model: nn.Module,
+def load_resume_state(path: Path, fingerprint: str, config: dict, model: nn.Module, *,
                       optimizer: torch.optim.Optimizer, scheduler) -> dict:
     """Read the checkpoint at ``path``, refuse one of a run with other options (naming the
     differences), and load its model, optimizer and scheduler states; return the checkpoint

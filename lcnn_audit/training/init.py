@@ -10,7 +10,7 @@ from ..errors import UsageError
 from ..loading import AuditModel, Normalize, build_arch, parse_normalize, resolve_device
 
 
-def init_model(arch: str, arch_kwargs: dict | None = None, normalize=None, dataset: str | None = None,
+def init_model(arch: str, arch_kwargs: dict | None = None, normalize=None, dataset: str | None = None, *,
                seed: int = 0, device: str | torch.device = "cpu", convert: bool = False,
                input_shape: tuple[int, ...] | None = None) -> AuditModel:
     """A freshly initialised model (``--from-scratch``), seeded, with its recipe.

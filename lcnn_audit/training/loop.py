@@ -125,7 +125,7 @@ class _Accum:
             self.terms[k] = self.terms.get(k, 0.0) + v * b
 
 
-def train(
+def train(  # noqa: PLR0913 - the public API: data, config and keyword-only run controls
     model: AuditModel,
     train_data: ImageData,
     test_data: ImageData | None,
@@ -171,34 +171,18 @@ def train(
     aug_mode = resolve_augment(config.augment, train_data.input_shape)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch)
-    eval_data = subset(test_data, config.eval_n, config.seed) if test_data is not None else None
-    curv_source = test_data if test_data is not None else train_data
-    curv_data = subset(curv_source, config.curvature_n, config.seed + 1) if config.curvature_n else None
-    cfg = {"train": config.to_dict(), "augment": aug_mode, "steps_per_epoch": steps_per_epoch,
-           "batch_size": bs, "recipe": {k: v for k, v in recipe.items() if k != "kind"},
-           "data": train_data.describe(), "test_data": test_data.describe() if test_data is not None else None,
-           **(run_config or {})}
-    cfg = json.loads(json.dumps(cfg, default=str))  # plain JSON types: the log, the checkpoint and the resume check
+    eval_data, curv_data = _eval_subsets(config, train_data, test_data)
+    cfg = _run_config(config, train_data, test_data, recipe, run_config, aug_mode=aug_mode,
+                      steps_per_epoch=steps_per_epoch, batch_size=bs)
     fp = fingerprint(_resume_key(cfg))
-    run_dir = Path(run_dir) if run_dir is not None else None
-    ck_path = run_dir / CHECKPOINT_NAME if run_dir else None
-    log_path = run_dir / LOG_NAME if run_dir else None
+    ck_path, log_path = _run_paths(run_dir)
     stop = stop or StopFlag()
     if on_step is not None and not handle_sigint:
         on_step = _stop_on_interrupt(on_step, stop)
 
     with _global_rngs(keep=seed_global_rngs):
-        epoch, step, history, accum, complete = 0, 0, [], _Accum(), False
-        if ck_path is not None and ck_path.exists():
-            if not resume:
-                raise UsageError(f"{ck_path} holds a checkpoint of an earlier run; pass --resume to continue it, or "
-                                 "delete it (or choose another run directory) to start over")
-            ck = load_resume_state(ck_path, fp, cfg, model, optimizer, scheduler)
-            set_rng_state(ck["rng"])
-            epoch, step, history, complete = ck["epoch"], ck["step"], list(ck["history"]), bool(ck["complete"])
-            accum = _Accum(**ck["accum"])
-        else:
-            seed_everything(config.seed)
+        epoch, step, history, accum, complete = _start_state(ck_path, resume, fp, cfg, model=model,
+                                                             optimizer=optimizer, scheduler=scheduler, config=config)
 
         def save_checkpoint(done: bool) -> None:
             if ck_path is None:
@@ -212,15 +196,8 @@ def train(
         softplus_layers, kernels_used = _use_kernels(model, device, compile_kernels)
 
         def result(done: bool) -> AuditResult:
-            summary = {"epochs": history, "final": history[-1] if history else None, "epochs_done": len(history),
-                       "kernels": kernels_used,
-                       "epochs_planned": config.epochs, "output": str(output) if output is not None and done else None,
-                       "checkpoint": str(ck_path) if ck_path else None}
-            per_epoch = [h["seconds"] for h in history]
-            timing = {"seconds": time.perf_counter() - t_start,
-                      "train_seconds_per_epoch": sum(per_epoch) / len(per_epoch) if per_epoch else float("nan")}
-            return AuditResult(command="finetune", config=cfg, summary=summary, per_sample={}, timing=timing,
-                               environment=environment(device), complete=done)
+            return _result(done, history=history, kernels_used=kernels_used, config=config, output=output,
+                           ck_path=ck_path, cfg=cfg, device=device, t_start=t_start)
 
         guard = sigint_to(stop) if handle_sigint else contextlib.nullcontext()
         try:
@@ -228,14 +205,15 @@ def train(
             twice = twice_differentiable() if config.penalties.needs_input_grad else contextlib.nullcontext()
             with guard, deterministic_kernels(config.deterministic and device.type == "cuda"), twice:
                 while not complete and epoch < config.epochs:
-                    stopped = _run_epoch(model, train_data, config, optimizer, scheduler, epoch, step, accum, bs,
-                                         steps_per_epoch, aug_mode, device, on_step, stop)
+                    stopped = _run_epoch(model, train_data, config, optimizer=optimizer, scheduler=scheduler,
+                                         epoch=epoch, start_step=step, accum=accum, bs=bs, steps=steps_per_epoch,
+                                         aug_mode=aug_mode, device=device, on_step=on_step, stop=stop)
                     if stopped is not None:
                         step = stopped
                         save_checkpoint(False)
                         _write_log(log_path, result(False))
                         return result(False)
-                    record = _epoch_record(model, config, epoch, accum, eval_data, curv_data)
+                    record = _epoch_record(model, config, epoch, accum, eval_data=eval_data, curv_data=curv_data)
                     history.append(record)
                     epoch, step, accum = epoch + 1, 0, _Accum()
                     complete = epoch >= config.epochs
@@ -257,6 +235,61 @@ def train(
     res = result(True)
     _write_log(log_path, res)
     return res
+
+
+def _result(done: bool, *, history: list, kernels_used: str, config: TrainConfig, output, ck_path, cfg: dict,
+            device, t_start: float) -> AuditResult:
+    """The ``finetune`` result so far (``done``: the run is complete)."""
+    summary = {"epochs": history, "final": history[-1] if history else None, "epochs_done": len(history),
+               "kernels": kernels_used,
+               "epochs_planned": config.epochs, "output": str(output) if output is not None and done else None,
+               "checkpoint": str(ck_path) if ck_path else None}
+    per_epoch = [h["seconds"] for h in history]
+    timing = {"seconds": time.perf_counter() - t_start,
+              "train_seconds_per_epoch": sum(per_epoch) / len(per_epoch) if per_epoch else float("nan")}
+    return AuditResult(command="finetune", config=cfg, summary=summary, per_sample={}, timing=timing,
+                       environment=environment(device), complete=done)
+
+
+def _run_paths(run_dir: str | Path | None) -> tuple[Path | None, Path | None]:
+    """``(checkpoint, log)`` paths in ``run_dir`` (None without one)."""
+    run_dir = Path(run_dir) if run_dir is not None else None
+    ck_path = run_dir / CHECKPOINT_NAME if run_dir else None
+    log_path = run_dir / LOG_NAME if run_dir else None
+    return ck_path, log_path
+
+
+def _eval_subsets(config: TrainConfig, train_data: ImageData, test_data: ImageData | None):
+    """``(eval_data, curv_data)``: the fixed-seed subsets evaluated after every epoch (None when off)."""
+    eval_data = subset(test_data, config.eval_n, config.seed) if test_data is not None else None
+    curv_source = test_data if test_data is not None else train_data
+    curv_data = subset(curv_source, config.curvature_n, config.seed + 1) if config.curvature_n else None
+    return eval_data, curv_data
+
+
+def _run_config(config: TrainConfig, train_data: ImageData, test_data: ImageData | None, recipe: dict,
+                run_config: dict | None, *, aug_mode, steps_per_epoch: int, batch_size: int) -> dict:
+    """The run's configuration in plain JSON types: the log, the checkpoint and the resume check."""
+    cfg = {"train": config.to_dict(), "augment": aug_mode, "steps_per_epoch": steps_per_epoch,
+           "batch_size": batch_size, "recipe": {k: v for k, v in recipe.items() if k != "kind"},
+           "data": train_data.describe(), "test_data": test_data.describe() if test_data is not None else None,
+           **(run_config or {})}
+    return json.loads(json.dumps(cfg, default=str))
+
+
+def _start_state(ck_path: Path | None, resume: bool, fp, cfg: dict, *, model, optimizer, scheduler,
+                 config: TrainConfig):
+    """``(epoch, step, history, accum, complete)`` from ``ck_path``'s checkpoint when resuming
+    (restoring model, optimiser, scheduler and RNGs), else a fresh start with seeded RNGs."""
+    if ck_path is not None and ck_path.exists():
+        if not resume:
+            raise UsageError(f"{ck_path} holds a checkpoint of an earlier run; pass --resume to continue it, or "
+                             "delete it (or choose another run directory) to start over")
+        ck = load_resume_state(ck_path, fp, cfg, model, optimizer=optimizer, scheduler=scheduler)
+        set_rng_state(ck["rng"])
+        return ck["epoch"], ck["step"], list(ck["history"]), _Accum(**ck["accum"]), bool(ck["complete"])
+    seed_everything(config.seed)
+    return 0, 0, [], _Accum(), False
 
 
 def _preflight(model: nn.Module, config: TrainConfig, train_data: ImageData) -> None:
@@ -323,8 +356,8 @@ def _stop_on_interrupt(on_step: Callable[[StepInfo], None], stop: StopFlag) -> C
     return call
 
 
-def _run_epoch(model, data, config, optimizer, scheduler, epoch, start_step, accum, bs, steps, aug_mode, device,
-               on_step, stop) -> int | None:
+def _run_epoch(model, data, config, *, optimizer, scheduler, epoch, start_step, accum,  # noqa: PLR0913 - one epoch of train()'s state
+               bs, steps, aug_mode, device, on_step, stop) -> int | None:
     """Run steps ``start_step..steps-1`` of ``epoch``; return the next step if stopped early, else None."""
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(_mix(config.seed, epoch, 0)))
     attack = None
@@ -362,7 +395,7 @@ def _run_epoch(model, data, config, optimizer, scheduler, epoch, start_step, acc
     return None
 
 
-def _epoch_record(model, config: TrainConfig, epoch: int, accum: _Accum, eval_data, curv_data) -> dict:
+def _epoch_record(model, config: TrainConfig, epoch: int, accum: _Accum, *, eval_data, curv_data) -> dict:
     n = max(accum.n, 1)
     record = {"epoch": epoch + 1, "lr": accum.lr, "train_loss": accum.loss / n,
               "train_accuracy": accum.correct / n, "objective": accum.objective / n,

@@ -100,7 +100,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,  # noqa: PLR0917 - public signature; benchmarks/training.py passes six positionally
                index: torch.Tensor, active: dict[str, dict], *, seed: int = 0, track_input: bool = True,
                where: str = "a step"):
     """One optimisation step on the penalised objective (mean CE + Σ active penalties).

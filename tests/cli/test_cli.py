@@ -81,7 +81,7 @@ def test_each_loading_form(small, form):
 
 @pytest.mark.parametrize("form", ["demo", "npz", "imagefolder", "fashion-mnist"])
 def test_each_data_form(tmp_path, form):
-    from ..test_data import write_idx
+    from tests.test_data import write_idx
 
     args = ["--data", "demo"]
     if form == "npz":
