@@ -8,6 +8,9 @@ shape in :mod:`.summary`. ``attack_audit`` runs them under the evaluation protoc
 ``docs/attacks.md``.
 """
 
+
+from .._lazy import lazy_attributes
+
 #: public name -> the submodule that defines it, imported on first use (PEP 562): :mod:`.options`
 #: and :mod:`.names` need no torch, so that the CLI reads the attack defaults before torch is imported
 _EXPORTS = {"attack_audit": "audit", "AutoAttack": "autoattack", "CarliniWagnerL2": "cw", "DeepFool": "deepfool",
@@ -15,18 +18,7 @@ _EXPORTS = {"attack_audit": "audit", "AutoAttack": "autoattack", "CarliniWagnerL
             "ATTACKS": "registry", "build_attack": "registry", "clopper_pearson": "stats"}
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS)
 
 
 __all__ = ["ATTACKS", "DEFAULT_EPS", "Attack", "AttackOptions", "AutoAttack", "CarliniWagnerL2", "DeepFool", "FGSM",

@@ -46,6 +46,9 @@ composition above), :mod:`.audit` (:func:`curvature_bound`, :func:`bound_audit`,
 :mod:`.options` (:class:`BoundOptions` and the defaults), :mod:`.result` (the report rows).
 """
 
+
+from .._lazy import lazy_attributes
+
 #: public name -> the submodule that defines it, imported on first use (PEP 562): :mod:`.options`
 #: needs no torch, so that the CLI reads the bound's defaults before torch is imported
 _EXPORTS = {
@@ -61,19 +64,7 @@ _ALIASES = {"_adaptive_overlap": ("norms", "adaptive_overlap"), "_maxpool_overla
             "DEFAULT_TOL": ("options", "BOUND_TOL"), "DEFAULT_MAX_ITER": ("options", "BOUND_MAX_ITER")}
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS or name in _ALIASES:
-        import importlib
-
-        module, attr = _ALIASES.get(name, (_EXPORTS.get(name), name))
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS, *_ALIASES])
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS, _ALIASES)
 
 
 __all__ = [

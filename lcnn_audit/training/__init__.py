@@ -10,6 +10,9 @@ and returns an :class:`AuditResult` (command ``finetune``); see :mod:`.loop`.
 * :mod:`.init`: :func:`init_model` (from scratch) and :func:`output_recipe`.
 """
 
+
+from .._lazy import lazy_attributes
+
 #: public name -> the module that defines it, imported on first use (PEP 562): :mod:`.config`
 #: needs no torch, so that the CLI reads the training defaults before torch is imported
 _EXPORTS = {name: module for module, names in {
@@ -25,19 +28,7 @@ _EXPORTS = {name: module for module, names in {
 }.items() for name in names}
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        module = _EXPORTS[name]
-        value = getattr(importlib.import_module(module if module.startswith(".") else f".{module}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS)
 
 
 __all__ = [
