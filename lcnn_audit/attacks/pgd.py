@@ -42,6 +42,7 @@ from .. import rng
 from ..errors import UsageError
 from .base import (
     LOSSES,
+    BoxBallProjection,
     ascent_direction,
     check_eps,
     check_norm,
@@ -230,6 +231,7 @@ class PGD:
         path = torch.zeros_like(badv)
         trace = []
         branchless = xs.device.type != "cpu"  # host reads cost nothing on a CPU, and the exact branch is cheaper
+        proj = BoxBallProjection(xs, self.norm, self.eps, branchless=branchless)  # bounds and scratch kept
         for t in range(self.steps + 1):
             cur = (xs + delta).clamp_(0.0, 1.0)
             g, adv, loss = self._step_eval(model, cur, ys, t < self.steps)
@@ -238,8 +240,7 @@ class PGD:
             bx, badv, bloss = keep_best(cur, adv, loss, bx, badv, bloss)
             path |= adv
             if t < self.steps:
-                delta = project(xs, delta + self.step_size * ascent_direction(g, self.norm), self.norm, self.eps,
-                                branchless=branchless)
+                delta = proj(delta + self.step_size * ascent_direction(g, self.norm))
         return bx, badv, bloss, path, (torch.stack(trace, dim=1) if keep_trace else None)
 
     def _step_eval(self, model, x, ys, need_grad: bool):
@@ -258,9 +259,7 @@ class PGD:
         branchless = xs.device.type != "cpu"
         checkpoints = apgd_checkpoints(self.steps)
         eta = torch.full((n,), 2.0 * self.eps, device=xs.device)
-
-        def proj(d):
-            return project(xs, d, self.norm, self.eps, branchless=branchless)
+        proj = BoxBallProjection(xs, self.norm, self.eps, branchless=branchless)  # bounds and scratch kept
 
         cur = (xs + delta).clamp_(0.0, 1.0)
         g, logits, loss = input_gradient(model, cur, ys, self.loss, eot=self.eot)
@@ -274,11 +273,12 @@ class PGD:
         f_max_check, reduced_check = f_max.clone(), torch.zeros(n, dtype=torch.bool, device=xs.device)
         last_check = 0
         for k in range(self.steps):
-            z = xs + proj(cur - xs + eta.view(view) * ascent_direction(g, self.norm))
+            offset = cur - xs  # the current δ, as both projections' argument starts from it
+            z = xs + proj(offset + eta.view(view) * ascent_direction(g, self.norm))
             if k == 0:
                 nxt = z
             else:
-                nxt = xs + proj(cur - xs + APGD_ALPHA * (z - cur) + (1 - APGD_ALPHA) * (cur - prev))
+                nxt = xs + proj(offset + APGD_ALPHA * (z - cur) + (1 - APGD_ALPHA) * (cur - prev))
             nxt = nxt.clamp_(0.0, 1.0)
             g, adv, loss = self._step_eval(model, nxt, ys, k + 1 < self.steps)
             if keep_trace:
