@@ -75,12 +75,24 @@ def apgd_checkpoints(steps: int) -> set[int]:
     return out
 
 
-def keep_best(x, adv, loss, bx, badv, bloss):
+def keep_best(x, adv, loss, bx, badv, bloss, in_place: bool = False):
     """The best iterate so far per sample (Madry et al. 2018 report the last; we keep the best):
-    a misclassified iterate beats a correct one, then the higher loss wins."""
+    a misclassified iterate beats a correct one, then the higher loss wins. ``in_place``
+    overwrites ``bx``'s improved rows (see :func:`take_rows`)."""
     better = (adv & ~badv) | ((adv == badv) & (loss > bloss))
-    view = (-1, *([1] * (x.ndim - 1)))
-    return torch.where(better.view(view), x, bx), torch.where(better, adv, badv), torch.where(better, loss, bloss)
+    return take_rows(bx, x, better, in_place), torch.where(better, adv, badv), torch.where(better, loss, bloss)
+
+
+def take_rows(dst: torch.Tensor, src: torch.Tensor, mask: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """``dst`` with row i replaced by ``src[i]`` where ``mask[i]``. ``in_place`` (on a CPU, where the
+    host read of ``mask`` is free) copies just those rows into ``dst``, which the caller must own;
+    otherwise ``torch.where``, which reads and writes every row but never syncs (accelerators)."""
+    if not in_place:
+        return torch.where(mask.view(-1, *([1] * (dst.ndim - 1))), src, dst)
+    rows = mask.nonzero().squeeze(1)
+    if rows.numel():
+        dst.index_copy_(0, rows, src.index_select(0, rows))
+    return dst
 
 
 @dataclass
@@ -237,7 +249,7 @@ class PGD:
             g, adv, loss = self._step_eval(model, cur, ys, t < self.steps)
             if keep_trace:
                 trace.append(loss)
-            bx, badv, bloss = keep_best(cur, adv, loss, bx, badv, bloss)
+            bx, badv, bloss = keep_best(cur, adv, loss, bx, badv, bloss, in_place=not branchless)  # bx is ours
             path |= adv
             if t < self.steps:
                 delta = proj(delta + self.step_size * ascent_direction(g, self.norm))
@@ -283,23 +295,25 @@ class PGD:
             g, adv, loss = self._step_eval(model, nxt, ys, k + 1 < self.steps)
             if keep_trace:
                 trace.append(loss)
-            bx, badv, bloss = keep_best(nxt, adv, loss, bx, badv, bloss)
+            # bx, x_max and g_max are this loop's own tensors (clones made above), never aliased
+            bx, badv, bloss = keep_best(nxt, adv, loss, bx, badv, bloss, in_place=not branchless)
             path |= adv
             successes += (loss > f_cur).float()
             improved = loss > f_max
-            x_max = torch.where(improved.view(view), nxt, x_max)
+            x_max = take_rows(x_max, nxt, improved, in_place=not branchless)
             f_max = torch.where(improved, loss, f_max)
             if k + 1 < self.steps:
-                g_max = torch.where(improved.view(view), g, g_max)
+                g_max = take_rows(g_max, g, improved, in_place=not branchless)
             prev, cur, f_cur = cur, nxt, loss
             if k + 1 in checkpoints and k + 1 < self.steps:
                 oscillating = successes < APGD_RHO * (k + 1 - last_check)
                 stalled = ~reduced_check & (f_max_check >= f_max)
                 halve = oscillating | stalled
                 eta = torch.where(halve, eta / 2, eta)
-                cur = torch.where(halve.view(view), x_max, cur)
-                prev = torch.where(halve.view(view), cur, prev)
-                g = torch.where(halve.view(view), g_max, g)
+                # cur, prev (iterates of this loop) and g (fresh from autograd) alias nothing: rows move in place
+                cur = take_rows(cur, x_max, halve, in_place=not branchless)
+                prev = take_rows(prev, cur, halve, in_place=not branchless)
+                g = take_rows(g, g_max, halve, in_place=not branchless)
                 f_cur = torch.where(halve, f_max, f_cur)
                 successes = torch.zeros_like(successes)
                 f_max_check, reduced_check, last_check = f_max.clone(), halve, k + 1
