@@ -18,6 +18,13 @@ forward+backward is the step's own bookkeeping (projection, best-iterate trackin
 momentum), to be read against the demo CNN's forward+backward. ``--baseline DIR`` also times another
 version of the package (``DIR/lcnn_audit``) in the same rounds, for a same-run before/after.
 
+The page-fault column counts minor faults (``getrusage``) per step and per forward+backward.
+With glibc's default malloc, the activations freed after each pass are handed back to the OS
+and faulted in again by the next one; on a CPU that is a large and heap-layout-dependent part
+of both timings. Running with glibc's tunables ``MALLOC_TRIM_THRESHOLD_=1000000000
+MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TOP_PAD_=100000000`` removes it, to read the
+arithmetic alone (the JSON records which ``MALLOC_*`` variables were set).
+
     python benchmarks/pgd_step.py [--threads 1] [--device cpu] [--models demo,resnet18] [--rules fixed,apgd]
                                   [--demo-batch 128] [--baseline DIR] [--json out.json]
 """
@@ -31,6 +38,7 @@ import json
 import os
 import pathlib
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -48,13 +56,19 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
+FAULTS: list[int] = []  # minor page faults of each timed call, in order (the allocator's share, below)
+
+
 def timed(fn, dev) -> float:
     clock = time.process_time if dev.type == "cpu" else time.perf_counter
     sync(dev)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = clock()
     fn()
     sync(dev)
-    return clock() - t
+    elapsed = clock() - t
+    FAULTS.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+    return elapsed
 
 
 def model_and_batch(kind: str, dev, batch: int):
@@ -99,16 +113,22 @@ def bench(kind: str, norm: str, eps: float, dev, batch: int, lo: int, hi: int, r
     for f in (*runs.values(), fwd_bwd):  # warm-up
         f()
     times = {key: [] for key in (*runs, "fb")}
+    faults = {key: [] for key in times}
     for _ in range(reps):  # one round: every version's lo and hi runs, then the reference pass
-        for key, fn in runs.items():
+        for key, fn in (*runs.items(), ("fb", fwd_bwd)):
             times[key].append(timed(fn, dev))
-        times["fb"].append(timed(fwd_bwd, dev))
+            faults[key].append(FAULTS[-1])
     per_step = {v: [(h - low) / (hi - lo) for low, h in zip(times[v, lo], times[v, hi], strict=True)]
                 for v in versions}
     ratios = [p / f for p, f in zip(per_step["new"], times["fb"], strict=True)]
     row = {"model": kind, "norm": norm, "rule": rule, "eps": eps, "batch": batch, "steps": [lo, hi],
            "per_step_s": statistics.median(per_step["new"]), "forward_backward_s": statistics.median(times["fb"]),
-           "step_over_fb": statistics.median(ratios), "ratios": ratios}
+           "step_over_fb": statistics.median(ratios), "ratios": ratios,
+           # page faults per step (slope, as for the time) and per forward+backward: on glibc's default
+           # malloc, freed activations are trimmed and re-faulted, which moves both timings
+           "faults_per_step": statistics.median((h - low) / (hi - lo)
+                                                for low, h in zip(faults["new", lo], faults["new", hi], strict=True)),
+           "faults_per_fb": statistics.median(faults["fb"])}
     if baseline is not None:
         base = [p / f for p, f in zip(per_step["baseline"], times["fb"], strict=True)]
         row.update(baseline_per_step_s=statistics.median(per_step["baseline"]),
@@ -132,8 +152,9 @@ def load_baseline(path: str):
 
 def markdown(rows: list[dict]) -> str:
     has_base = "baseline_step_over_fb" in rows[0]
-    head = "| model | norm | step rule | batch | forward+backward | PGD per step | step / (forward+backward) |"
-    rule = "|---|---|---|---:|---:|---:|---:|"
+    head = ("| model | norm | step rule | batch | forward+backward | PGD per step | step / (forward+backward) "
+            "| page faults per step / per forward+backward |")
+    rule = "|---|---|---|---:|---:|---:|---:|---:|"
     if has_base:
         head += " baseline step / (forward+backward) | new / baseline |"
         rule += "---:|---:|"
@@ -141,7 +162,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         line = (f"| {r['model']} | {r['norm']} | {r['rule']} | {r['batch']} | "
                 f"{r['forward_backward_s'] * 1e3:.1f} ms | {r['per_step_s'] * 1e3:.1f} ms | "
-                f"**{r['step_over_fb']:.2f}** |")
+                f"**{r['step_over_fb']:.2f}** | {r['faults_per_step']:.0f} / {r['faults_per_fb']:.0f} |")
         if has_base:
             line += f" {r['baseline_step_over_fb']:.2f} | {r['new_over_baseline']:.3f} |"
         out.append(line)
@@ -171,8 +192,10 @@ def main():
             for rule in args.rules.split(","):
                 rows.append(bench(kind, norm, eps, dev, batch, args.steps_lo, args.steps_hi, args.reps, rule,
                                   baseline))
+    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}  # glibc tunables, if set
     report = {"machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, "device": str(dev), "load_average": os.getloadavg()},
+                          "torch": torch.__version__, "device": str(dev), "load_average": os.getloadavg(),
+                          "malloc_env": malloc},
               "results": rows}
     print(json.dumps(report, indent=2))
     print(markdown(rows))
