@@ -27,6 +27,7 @@ arithmetic alone (the JSON records which ``MALLOC_*`` variables were set).
 
     python benchmarks/pgd_step.py [--threads 1] [--device cpu] [--models demo,resnet18] [--rules fixed,apgd]
                                   [--demo-batch 128] [--baseline DIR] [--json out.json]
+    python benchmarks/pgd_step.py --projection [--baseline DIR]   # the L2 projection alone, replayed
 """
 
 from __future__ import annotations
@@ -150,6 +151,54 @@ def load_baseline(path: str):
     return importlib.import_module("lcnn_audit_baseline.attacks").PGD
 
 
+def projection_replay(baseline_dir: str | None, reps: int, batch: int) -> dict:
+    """The L2 projection alone, on the calls of real demo-CNN runs (eps 0.25/0.5/1, both rules):
+    record every ``BoxBallProjection`` call of the step loops, replay them through it and (with
+    ``--baseline``) through the other version's ``project``, in interleaved rounds."""
+    import lcnn_audit.attacks.pgd as pgd_mod
+    from lcnn_audit.attacks.base import BoxBallProjection, project
+
+    calls = []
+
+    class Recording(BoxBallProjection):
+        def __call__(self, delta):
+            calls.append((self.x, delta.clone(), self.eps))
+            return super().__call__(delta)
+
+        def __init__(self, x, norm, eps, branchless=False):
+            super().__init__(x, norm, eps, branchless)
+            self.x = x
+
+    model, x, y = model_and_batch("demo", torch.device("cpu"), batch)
+    pgd_mod.BoxBallProjection = Recording
+    try:
+        for eps in (0.25, 0.5, 1.0):
+            for kw in ({}, {"step_size": 2.5 * eps / 10}):
+                PGD("l2", eps, steps=10, **kw)(model, x, y)
+    finally:
+        pgd_mod.BoxBallProjection = BoxBallProjection
+    projs = {}
+    for xs, _, eps in calls:
+        projs.setdefault((id(xs), eps), BoxBallProjection(xs, "l2", eps))
+    runs = {"new": lambda: [projs[id(xs), eps](d) for xs, d, eps in calls]}
+    out = {"calls": len(calls)}
+    if baseline_dir is not None:
+        old = importlib.import_module("lcnn_audit_baseline.attacks.base").project
+        runs["baseline"] = lambda: [old(xs, d, "l2", eps) for xs, d, eps in calls]
+        out["bit_identical"] = sum(torch.equal(projs[id(xs), eps](d), old(xs, d, "l2", eps)) for xs, d, eps in calls)
+    out["equals_project"] = sum(torch.equal(projs[id(xs), eps](d), project(xs, d, "l2", eps)) for xs, d, eps in calls)
+    times = {k: [] for k in runs}
+    for _ in range(reps):
+        for k, fn in runs.items():
+            times[k].append(timed(fn, torch.device("cpu")) / len(calls))
+    out.update({f"{k}_ms_per_call": statistics.median(v) * 1e3 for k, v in times.items()})
+    out.update({f"{k}_ms_range": (min(v) * 1e3, max(v) * 1e3) for k, v in times.items()})
+    if baseline_dir is not None:
+        out["new_over_baseline"] = statistics.median(a / b for a, b in zip(times["new"], times["baseline"],
+                                                                          strict=True))
+    return out
+
+
 def markdown(rows: list[dict]) -> str:
     has_base = "baseline_step_over_fb" in rows[0]
     head = ("| model | norm | step rule | batch | forward+backward | PGD per step | step / (forward+backward) "
@@ -181,10 +230,15 @@ def main():
     ap.add_argument("--demo-batch", type=int, default=128)
     ap.add_argument("--baseline", help="a directory holding another version's lcnn_audit/, timed in the same rounds")
     ap.add_argument("--json")
+    ap.add_argument("--projection", action="store_true",
+                    help="only the L2 projection, replayed on the calls of demo-CNN runs (CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     baseline = load_baseline(args.baseline) if args.baseline else None
+    if args.projection:
+        print(json.dumps(projection_replay(args.baseline, args.reps, args.demo_batch), indent=2))
+        return
     rows = []
     for kind in args.models.split(","):
         batch = args.demo_batch if kind in ("demo", "linear") else 32
