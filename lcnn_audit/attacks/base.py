@@ -71,7 +71,7 @@ def project(x: torch.Tensor, delta: torch.Tensor, norm: str, eps: float, branchl
 
     ``branchless=True`` computes the same result without reading anything back to the host
     (no data-dependent branch or row selection), as attack step loops want on a GPU: every
-    row goes through the sorted path and ``torch.where`` picks the answer. A loop that
+    row runs ``FIXED_POINT_ITERS`` fixed-point iterations and ``torch.where`` picks the answer. A loop that
     projects onto the same set at every step uses :class:`BoxBallProjection` instead, which
     keeps the bounds and its scratch memory between calls (same results, bit for bit).
     """
@@ -85,8 +85,8 @@ class BoxBallProjection:
     ``project(x, delta, norm, eps, branchless)`` bit for bit. It computes the box bounds
     ``−x`` and ``1 − x`` once, and the L2 fixed point writes its per-coordinate scratch
     (breakpoints, squared bounds and steps, the clipped mask) into buffers kept between
-    calls: on a CPU a fresh multi-megabyte temporary per call costs page faults in the
-    allocator, which measured more than the arithmetic itself (``docs/benchmarks.md``).
+    calls: on a CPU a fresh multi-megabyte temporary per call can cost page faults in the
+    allocator, measured up to as much as the arithmetic itself (``docs/benchmarks.md``).
     Each call returns a new tensor; the object is not meant to be shared between threads.
     """
 
