@@ -18,8 +18,10 @@ process CPU seconds per step (per iteration for C&W; whole runs for DeepFool) fo
 batch. The robust-accuracy rows time one run each; the PGD time-per-step table below them
 comes from ``--timing-reps`` rounds of interleaved 10-step runs (ours with APGD's rule, ours
 with the fixed step, peer; then again) and gives the median time of each and the median of
-the per-round ratios, so that every ratio is measured in the same conditions. torchattacks' DeepFool
-loops over samples in Python, so DeepFool runs on the first ``--df-n`` samples only (both).
+the per-round ratios, so that every ratio is measured in the same conditions. ``--baseline DIR``
+adds another version's default PGD (``DIR/lcnn_audit``) to those rounds, for a same-run
+before/after. torchattacks' DeepFool loops over samples in Python, so DeepFool runs on the
+first ``--df-n`` samples only (both).
 The script exits 0 and prints a notice when torchattacks is missing.
 """
 
@@ -70,30 +72,38 @@ def median_norm(model, x, y, x_adv) -> float:
     return float(d.sort().values[len(d) // 2])
 
 
-def pgd_timing(model, x, y, ta, reps: int, bar: str, markdown: bool) -> float:
-    """The interleaved PGD time-per-step table; returns the largest ratio ours / torchattacks."""
+def pgd_timing(model, x, y, ta, reps: int, bar: str, markdown: bool, baseline=None) -> float:
+    """The interleaved PGD time-per-step table; returns the largest ratio ours / torchattacks.
+    ``baseline`` (another version's PGD class, see ``--baseline``) joins the same rounds."""
     n = len(y)
     print()
+    extra = f" {bar} s/step baseline (APGD) {bar} ratio baseline APGD" if baseline is not None else ""
     print(f"{bar} PGD, 10 steps, {n} samples {bar} s/step ours (APGD rule) {bar} s/step ours (fixed step) {bar} "
-          f"s/step torchattacks {bar} ratio APGD {bar} ratio fixed {bar}".strip())
+          f"s/step torchattacks {bar} ratio APGD {bar} ratio fixed{extra} {bar}".strip())
     if markdown:
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|" + ("---|---|" if baseline is not None else ""))
     worst_ratio = 0.0
     for norm, eps in (("l2", 0.5), ("linf", 8 / 255)):
         cls = ta.PGDL2 if norm == "l2" else ta.PGD
-        per = {"apgd": [], "fixed": [], "peer": []}
         runs = {"apgd": lambda norm=norm, eps=eps: PGD(norm, eps, steps=10)(model, x, y),
                 "fixed": lambda norm=norm, eps=eps: PGD(norm, eps, steps=10, step_size=eps / 4)(model, x, y),
                 "peer": lambda cls=cls, eps=eps: cls(model, eps=eps, alpha=eps / 4, steps=10)(x, y)}
-        for _ in range(reps):  # one round: ours (APGD), ours (fixed), peer, back to back
+        if baseline is not None:
+            runs["base"] = lambda norm=norm, eps=eps: baseline(norm, eps, steps=10)(model, x, y)
+        per = {key: [] for key in runs}
+        for _ in range(reps):  # one round: ours (APGD), ours (fixed), peer[, baseline], back to back
             for key, fn in runs.items():
                 per[key].append(timed(fn, repeats=1)[1] / 10)
         med = {key: statistics.median(v) for key, v in per.items()}
         ra = statistics.median(a / p for a, p in zip(per["apgd"], per["peer"], strict=True))
         rf = statistics.median(f / p for f, p in zip(per["fixed"], per["peer"], strict=True))
         worst_ratio = max(worst_ratio, ra, rf)
-        print(f"{bar} {norm} eps {eps:.4g} {bar} {med['apgd']:.4f} {bar} {med['fixed']:.4f} {bar} {med['peer']:.4f} "
-              f"{bar} {ra:.2f} {bar} {rf:.2f} {bar}".strip())
+        line = (f"{bar} {norm} eps {eps:.4g} {bar} {med['apgd']:.4f} {bar} {med['fixed']:.4f} {bar} "
+                f"{med['peer']:.4f} {bar} {ra:.2f} {bar} {rf:.2f}")
+        if baseline is not None:
+            rb = statistics.median(b / p for b, p in zip(per["base"], per["peer"], strict=True))
+            line += f" {bar} {med['base']:.4f} {bar} {rb:.2f}"
+        print(f"{line} {bar}".strip())
     return worst_ratio
 
 
@@ -107,6 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="one eps per norm and 10 steps only")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--timing-only", action="store_true", help="only the interleaved PGD time-per-step table")
+    ap.add_argument("--baseline", help="a directory holding another version's lcnn_audit/ (e.g. from `git archive "
+                    "main lcnn_audit | tar -x -C DIR`), timed in the same rounds of the time-per-step table")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -123,8 +135,14 @@ def main(argv=None) -> int:
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"demo model, {n} test samples, clean accuracy {clean / n:.3f}")
 
+    baseline = None
+    if args.baseline:
+        from pgd_step import load_baseline  # benchmarks/pgd_step.py
+
+        baseline = load_baseline(args.baseline)
     if args.timing_only:
-        worst_ratio = pgd_timing(model, x, y, ta, args.timing_reps, "|" if args.markdown else " ", args.markdown)
+        worst_ratio = pgd_timing(model, x, y, ta, args.timing_reps, "|" if args.markdown else " ", args.markdown,
+                                 baseline)
         print(f"\nlargest PGD time-per-step ratio, ours / torchattacks: {worst_ratio:.2f}")
         return 0
     rows = []  # (attack, eps, steps, ours, peer best, peer range, s/step ours, s/step peer)
@@ -202,7 +220,7 @@ def main(argv=None) -> int:
         ok &= mo <= mp
         print(f"{bar} {name} {bar} {budget} {bar} {mo:.4f} {bar} {mp:.4f} {bar} {to:.4f} {bar} {tp:.4f} {bar} "
               f"{to / tp:.2f} {bar}".strip())
-    worst_ratio = pgd_timing(model, x, y, ta, args.timing_reps, bar, args.markdown)
+    worst_ratio = pgd_timing(model, x, y, ta, args.timing_reps, bar, args.markdown, baseline)
     print(f"\nlargest PGD time-per-step ratio, ours / torchattacks: {worst_ratio:.2f}")
     print("ours <= peer at every row" if ok else "SOME ROW IS WEAKER THAN THE PEER")
     return 0

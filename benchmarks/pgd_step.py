@@ -18,8 +18,16 @@ forward+backward is the step's own bookkeeping (projection, best-iterate trackin
 momentum), to be read against the demo CNN's forward+backward. ``--baseline DIR`` also times another
 version of the package (``DIR/lcnn_audit``) in the same rounds, for a same-run before/after.
 
+The page-fault column counts minor faults (``getrusage``) per step and per forward+backward.
+With glibc's default malloc, the activations freed after each pass are handed back to the OS
+and faulted in again by the next one; on a CPU that is a large and heap-layout-dependent part
+of both timings. Running with glibc's tunables ``MALLOC_TRIM_THRESHOLD_=1000000000
+MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TOP_PAD_=100000000`` removes it, to read the
+arithmetic alone (the JSON records which ``MALLOC_*`` variables were set).
+
     python benchmarks/pgd_step.py [--threads 1] [--device cpu] [--models demo,resnet18] [--rules fixed,apgd]
                                   [--demo-batch 128] [--baseline DIR] [--json out.json]
+    python benchmarks/pgd_step.py --projection [--baseline DIR]   # the L2 projection alone, replayed
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import json
 import os
 import pathlib
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -48,13 +57,19 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
+FAULTS: list[int] = []  # minor page faults of each timed call, in order (the allocator's share, below)
+
+
 def timed(fn, dev) -> float:
     clock = time.process_time if dev.type == "cpu" else time.perf_counter
     sync(dev)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = clock()
     fn()
     sync(dev)
-    return clock() - t
+    elapsed = clock() - t
+    FAULTS.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+    return elapsed
 
 
 def model_and_batch(kind: str, dev, batch: int):
@@ -99,16 +114,22 @@ def bench(kind: str, norm: str, eps: float, dev, batch: int, lo: int, hi: int, r
     for f in (*runs.values(), fwd_bwd):  # warm-up
         f()
     times = {key: [] for key in (*runs, "fb")}
+    faults = {key: [] for key in times}
     for _ in range(reps):  # one round: every version's lo and hi runs, then the reference pass
-        for key, fn in runs.items():
+        for key, fn in (*runs.items(), ("fb", fwd_bwd)):
             times[key].append(timed(fn, dev))
-        times["fb"].append(timed(fwd_bwd, dev))
+            faults[key].append(FAULTS[-1])
     per_step = {v: [(h - low) / (hi - lo) for low, h in zip(times[v, lo], times[v, hi], strict=True)]
                 for v in versions}
     ratios = [p / f for p, f in zip(per_step["new"], times["fb"], strict=True)]
     row = {"model": kind, "norm": norm, "rule": rule, "eps": eps, "batch": batch, "steps": [lo, hi],
            "per_step_s": statistics.median(per_step["new"]), "forward_backward_s": statistics.median(times["fb"]),
-           "step_over_fb": statistics.median(ratios), "ratios": ratios}
+           "step_over_fb": statistics.median(ratios), "ratios": ratios,
+           # page faults per step (slope, as for the time) and per forward+backward: on glibc's default
+           # malloc, freed activations are trimmed and re-faulted, which moves both timings
+           "faults_per_step": statistics.median((h - low) / (hi - lo)
+                                                for low, h in zip(faults["new", lo], faults["new", hi], strict=True)),
+           "faults_per_fb": statistics.median(faults["fb"])}
     if baseline is not None:
         base = [p / f for p, f in zip(per_step["baseline"], times["fb"], strict=True)]
         row.update(baseline_per_step_s=statistics.median(per_step["baseline"]),
@@ -130,10 +151,59 @@ def load_baseline(path: str):
     return importlib.import_module("lcnn_audit_baseline.attacks").PGD
 
 
+def projection_replay(baseline_dir: str | None, reps: int, batch: int) -> dict:
+    """The L2 projection alone, on the calls of real demo-CNN runs (eps 0.25/0.5/1, both rules):
+    record every ``BoxBallProjection`` call of the step loops, replay them through it and (with
+    ``--baseline``) through the other version's ``project``, in interleaved rounds."""
+    import lcnn_audit.attacks.pgd as pgd_mod
+    from lcnn_audit.attacks.base import BoxBallProjection, project
+
+    calls = []
+
+    class Recording(BoxBallProjection):
+        def __call__(self, delta):
+            calls.append((self.x, delta.clone(), self.eps))
+            return super().__call__(delta)
+
+        def __init__(self, x, norm, eps, branchless=False):
+            super().__init__(x, norm, eps, branchless)
+            self.x = x
+
+    model, x, y = model_and_batch("demo", torch.device("cpu"), batch)
+    pgd_mod.BoxBallProjection = Recording
+    try:
+        for eps in (0.25, 0.5, 1.0):
+            for kw in ({}, {"step_size": 2.5 * eps / 10}):
+                PGD("l2", eps, steps=10, **kw)(model, x, y)
+    finally:
+        pgd_mod.BoxBallProjection = BoxBallProjection
+    projs = {}
+    for xs, _, eps in calls:
+        projs.setdefault((id(xs), eps), BoxBallProjection(xs, "l2", eps))
+    runs = {"new": lambda: [projs[id(xs), eps](d) for xs, d, eps in calls]}
+    out = {"calls": len(calls)}
+    if baseline_dir is not None:
+        old = importlib.import_module("lcnn_audit_baseline.attacks.base").project
+        runs["baseline"] = lambda: [old(xs, d, "l2", eps) for xs, d, eps in calls]
+        out["bit_identical"] = sum(torch.equal(projs[id(xs), eps](d), old(xs, d, "l2", eps)) for xs, d, eps in calls)
+    out["equals_project"] = sum(torch.equal(projs[id(xs), eps](d), project(xs, d, "l2", eps)) for xs, d, eps in calls)
+    times = {k: [] for k in runs}
+    for _ in range(reps):
+        for k, fn in runs.items():
+            times[k].append(timed(fn, torch.device("cpu")) / len(calls))
+    out.update({f"{k}_ms_per_call": statistics.median(v) * 1e3 for k, v in times.items()})
+    out.update({f"{k}_ms_range": (min(v) * 1e3, max(v) * 1e3) for k, v in times.items()})
+    if baseline_dir is not None:
+        out["new_over_baseline"] = statistics.median(a / b for a, b in zip(times["new"], times["baseline"],
+                                                                          strict=True))
+    return out
+
+
 def markdown(rows: list[dict]) -> str:
     has_base = "baseline_step_over_fb" in rows[0]
-    head = "| model | norm | step rule | batch | forward+backward | PGD per step | step / (forward+backward) |"
-    rule = "|---|---|---|---:|---:|---:|---:|"
+    head = ("| model | norm | step rule | batch | forward+backward | PGD per step | step / (forward+backward) "
+            "| page faults per step / per forward+backward |")
+    rule = "|---|---|---|---:|---:|---:|---:|---:|"
     if has_base:
         head += " baseline step / (forward+backward) | new / baseline |"
         rule += "---:|---:|"
@@ -141,7 +211,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         line = (f"| {r['model']} | {r['norm']} | {r['rule']} | {r['batch']} | "
                 f"{r['forward_backward_s'] * 1e3:.1f} ms | {r['per_step_s'] * 1e3:.1f} ms | "
-                f"**{r['step_over_fb']:.2f}** |")
+                f"**{r['step_over_fb']:.2f}** | {r['faults_per_step']:.0f} / {r['faults_per_fb']:.0f} |")
         if has_base:
             line += f" {r['baseline_step_over_fb']:.2f} | {r['new_over_baseline']:.3f} |"
         out.append(line)
@@ -160,10 +230,15 @@ def main():
     ap.add_argument("--demo-batch", type=int, default=128)
     ap.add_argument("--baseline", help="a directory holding another version's lcnn_audit/, timed in the same rounds")
     ap.add_argument("--json")
+    ap.add_argument("--projection", action="store_true",
+                    help="only the L2 projection, replayed on the calls of demo-CNN runs (CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     baseline = load_baseline(args.baseline) if args.baseline else None
+    if args.projection:
+        print(json.dumps(projection_replay(args.baseline, args.reps, args.demo_batch), indent=2))
+        return
     rows = []
     for kind in args.models.split(","):
         batch = args.demo_batch if kind in ("demo", "linear") else 32
@@ -171,8 +246,10 @@ def main():
             for rule in args.rules.split(","):
                 rows.append(bench(kind, norm, eps, dev, batch, args.steps_lo, args.steps_hi, args.reps, rule,
                                   baseline))
+    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}  # glibc tunables, if set
     report = {"machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, "device": str(dev), "load_average": os.getloadavg()},
+                          "torch": torch.__version__, "device": str(dev), "load_average": os.getloadavg(),
+                          "malloc_env": malloc},
               "results": rows}
     print(json.dumps(report, indent=2))
     print(markdown(rows))

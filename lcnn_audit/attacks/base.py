@@ -69,29 +69,60 @@ def project(x: torch.Tensor, delta: torch.Tensor, norm: str, eps: float, branchl
 
     ``branchless=True`` computes the same result without reading anything back to the host
     (no data-dependent branch or row selection), as attack step loops want on a GPU: every
-    row goes through the sorted path and ``torch.where`` picks the answer.
+    row runs ``FIXED_POINT_ITERS`` fixed-point iterations and ``torch.where`` picks the answer. A loop that
+    projects onto the same set at every step uses :class:`BoxBallProjection` instead, which
+    keeps the bounds and its scratch memory between calls (same results, bit for bit).
     """
-    lo, hi = -x, 1.0 - x
-    if norm == "linf":
-        return torch.maximum(torch.minimum(delta, hi.clamp(max=eps)), lo.clamp(min=-eps))
-    if norm != "l2":
-        raise UsageError(f"project supports linf and l2, not {norm!r}")
-    full = torch.maximum(torch.minimum(delta, hi), lo)
-    inside = flat_norm(full, "l2") <= eps
-    if branchless:
-        path = _l2_box_fixed_point(delta.flatten(1), lo.flatten(1), hi.flatten(1), eps, iters=FIXED_POINT_ITERS)
-        return torch.where(_view(inside, delta), full, path.view_as(delta))
-    if bool(inside.all()):
+    return BoxBallProjection(x, norm, eps, branchless=branchless)(delta)
+
+
+class BoxBallProjection:
+    """:func:`project` onto one fixed set ``{δ : ‖δ‖_p ≤ eps, 0 ≤ x + δ ≤ 1}``, for step loops.
+
+    ``BoxBallProjection(x, norm, eps, branchless=False)(delta)`` equals
+    ``project(x, delta, norm, eps, branchless)`` bit for bit. It computes the box bounds
+    ``−x`` and ``1 − x`` once, and the L2 fixed point writes its per-coordinate scratch
+    (breakpoints, squared bounds and steps, the clipped mask) into buffers kept between
+    calls: on a CPU a fresh multi-megabyte temporary per call can cost page faults in the
+    allocator, measured up to as much as the arithmetic itself (``docs/benchmarks.md``).
+    Each call returns a new tensor; the object is not meant to be shared between threads.
+    """
+
+    def __init__(self, x: torch.Tensor, norm: str, eps: float, branchless: bool = False):
+        if norm not in ("linf", "l2"):
+            raise UsageError(f"project supports linf and l2, not {norm!r}")
+        self.norm, self.eps, self.branchless = norm, eps, branchless
+        self.lo, self.hi = -x, 1.0 - x
+        if norm == "linf":
+            self.lo, self.hi = self.lo.clamp(min=-eps), self.hi.clamp(max=eps)
+        self._scratch: dict = {}
+
+    def __call__(self, delta: torch.Tensor) -> torch.Tensor:
+        lo, hi, eps = self.lo, self.hi, self.eps
+        full = torch.maximum(torch.minimum(delta, hi), lo)
+        if self.norm == "linf":
+            return full
+        inside = flat_norm(full, "l2") <= eps
+        if self.branchless:
+            path = _l2_box_fixed_point(delta.flatten(1), lo.flatten(1), hi.flatten(1), eps, iters=FIXED_POINT_ITERS,
+                                       scratch=self._scratch)
+            return torch.where(_view(inside, delta), full, path.view_as(delta))
+        if bool(inside.all()):
+            return full
+        rows = (~inside).nonzero().squeeze(1)
+        if rows.numel() == delta.shape[0]:  # every row is outside: no gather, no scatter
+            v, lo_r, hi_r = delta.flatten(1), lo.flatten(1), hi.flatten(1)
+        else:
+            v = delta.flatten(1).index_select(0, rows)
+            lo_r, hi_r = lo.flatten(1).index_select(0, rows), hi.flatten(1).index_select(0, rows)
+        proj, done = _l2_box_fixed_point(v, lo_r, hi_r, eps, iters=None, scratch=self._scratch)
+        if not bool(done.all()):  # rounding made the iteration creep: the sorted closed form settles it
+            left = (~done).nonzero().squeeze(1)
+            proj[left] = _l2_box_path(v[left], lo_r[left], hi_r[left], eps)
+        if rows.numel() == delta.shape[0]:
+            return proj.view_as(delta)
+        full.view(delta.shape[0], -1).index_copy_(0, rows, proj)  # full is this call's own tensor
         return full
-    rows = (~inside).nonzero().squeeze(1)
-    v, x_r = delta[rows], x[rows].flatten(1)
-    lo_r, hi_r = -x_r, 1.0 - x_r  # the same values as lo[rows], hi[rows], from one gather
-    proj, done = _l2_box_fixed_point(v.flatten(1), lo_r, hi_r, eps, iters=None)
-    if not bool(done.all()):  # rounding made the iteration creep: the sorted closed form settles it
-        left = (~done).nonzero().squeeze(1)
-        proj[left] = _l2_box_path(v.flatten(1)[left], lo_r[left], hi_r[left], eps)
-    full[rows] = proj.view_as(v)  # full is this call's own tensor: fill its outside rows in place
-    return full
 
 
 #: Iterations of :func:`_l2_box_fixed_point` in branchless mode (4 settle the demo data exactly).
@@ -99,7 +130,19 @@ FIXED_POINT_ITERS = 8
 _FIXED_POINT_MAX = 64
 
 
-def _l2_box_fixed_point(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float, iters: int | None):
+def _buffer(scratch: dict | None, name: str, shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
+    """A scratch tensor of ``shape`` (contents undefined), reused from ``scratch`` when it is large enough."""
+    numel = math.prod(shape)
+    buf = None if scratch is None else scratch.get(name)
+    if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
+        buf = torch.empty(numel, dtype=dtype, device=device)
+        if scratch is not None:
+            scratch[name] = buf
+    return buf[:numel].view(shape)
+
+
+def _l2_box_fixed_point(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float, iters: int | None,
+                        scratch: dict | None = None):
     """Rows (N, d) of ``clip(t·v, lo, hi)`` with ``‖·‖₂ = eps``, by the monotone fixed point
     ``t ← sqrt((eps² − C(t)) / F(t))`` (C: Σ bound² of the coordinates clipped at t; F: Σ v²
     of the free ones), from the ball projection ``t₀ = eps/‖v‖``. The box is the unit box
@@ -111,30 +154,38 @@ def _l2_box_fixed_point(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps
     passes, against the O(d log d) sort of :func:`_l2_box_path`. The sets are nested, so
     "unchanged" is "as many clipped coordinates as before": the confirming pass is one
     comparison and a count. When the ball projection already lies in the box, nothing is
-    clipped at t₀ and that first count settles it. Sums are float64 (squares exact).
-    ``iters=None`` iterates to convergence and returns ``(rows, converged)``; an int runs
-    exactly that many iterations without reading back to the host and returns the rows,
-    admissible (‖·‖ ≤ eps) even if not yet exact.
+    clipped at t₀ and that first count settles it. Sums are float64 (squares exact; the
+    clipped mask is written as float64 0/1 directly, since a boolean mask and its conversion
+    cost several times a float comparison on a CPU). ``scratch`` (a dict) keeps the
+    per-coordinate buffers between calls. ``iters=None`` iterates to convergence and returns
+    ``(rows, converged)``; an int runs exactly that many iterations without reading back to
+    the host and returns the rows, admissible (‖·‖ ≤ eps) even if not yet exact.
     """
-    bound = lo + (v >= 0).to(v.dtype)  # the bound coordinate i runs into as t grows: hi or lo
-    brk = bound / v  # t at which i is clipped, ≥ 0; +inf or NaN (never clipped) where v = 0
-    w = torch.empty(v.shape[0], 2, v.shape[1], dtype=torch.float64, device=v.device)
-    for row, src in ((w[:, 0], bound), (w[:, 1], v)):
-        row.copy_(src)
-        row.mul_(row)
+    n, d = v.shape
+    # the bound coordinate i runs into as t grows: hi = lo + 1 where v ≥ 0, else lo
+    bound = torch.ge(v, 0, out=_buffer(scratch, "bound", (n, d), v.dtype, v.device)).add_(lo)
+    # t where i is clipped, ≥ 0 (bound and v have the same sign); +inf or NaN (never clipped) where v = ±0:
+    # the abs maps bound/(−0.0) = −inf, which would count i as clipped at every t, to +inf
+    brk = torch.div(bound, v, out=_buffer(scratch, "brk", (n, d), v.dtype, v.device)).abs_()
+    w = _buffer(scratch, "w", (n, 2, d), torch.float64, v.device)
+    w[:, 0].copy_(bound)
+    w[:, 1].copy_(v)
+    w.mul_(w)
     total = w[:, 1].sum(dim=1)
+    mask = _buffer(scratch, "mask", (n, 1, d), torch.float64, v.device)
+    prod = _buffer(scratch, "prod", (n, 2, d), torch.float64, v.device)
     t = eps / total.sqrt().clamp_min(1e-300)
     count = done = None
     for _ in range(iters if iters is not None else _FIXED_POINT_MAX):
-        clipped = brk <= t.to(v.dtype).unsqueeze(1)
+        torch.le(brk, t.to(v.dtype).unsqueeze(1), out=mask[:, 0])  # clipped at t, as float64 0/1
         if iters is None:
-            n_clipped = clipped.sum(dim=1)
+            n_clipped = mask[:, 0].sum(dim=1)
             if count is not None:
                 done = n_clipped == count
                 if bool(done.all()):
                     break
             count = n_clipped
-        c, u = torch.bmm(w, clipped.to(w.dtype).unsqueeze(2)).squeeze(2).unbind(1)
+        c, u = torch.mul(w, mask, out=prod).sum(dim=2).unbind(1)
         t = torch.maximum(t, ((eps**2 - c).clamp_min(0) / (total - u).clamp_min(1e-300)).sqrt())
     else:
         if iters is None:

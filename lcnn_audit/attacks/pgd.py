@@ -42,6 +42,7 @@ from .. import rng
 from ..errors import UsageError
 from .base import (
     LOSSES,
+    BoxBallProjection,
     ascent_direction,
     check_eps,
     check_norm,
@@ -74,12 +75,24 @@ def apgd_checkpoints(steps: int) -> set[int]:
     return out
 
 
-def keep_best(x, adv, loss, bx, badv, bloss):
+def keep_best(x, adv, loss, bx, badv, bloss, in_place: bool = False):
     """The best iterate so far per sample (Madry et al. 2018 report the last; we keep the best):
-    a misclassified iterate beats a correct one, then the higher loss wins."""
+    a misclassified iterate beats a correct one, then the higher loss wins. ``in_place``
+    overwrites ``bx``'s improved rows (see :func:`take_rows`)."""
     better = (adv & ~badv) | ((adv == badv) & (loss > bloss))
-    view = (-1, *([1] * (x.ndim - 1)))
-    return torch.where(better.view(view), x, bx), torch.where(better, adv, badv), torch.where(better, loss, bloss)
+    return take_rows(bx, x, better, in_place), torch.where(better, adv, badv), torch.where(better, loss, bloss)
+
+
+def take_rows(dst: torch.Tensor, src: torch.Tensor, mask: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """``dst`` with row i replaced by ``src[i]`` where ``mask[i]``. ``in_place`` (on a CPU, where the
+    host read of ``mask`` is free) copies just those rows into ``dst``, which the caller must own;
+    otherwise ``torch.where``, which reads and writes every row but never syncs (accelerators)."""
+    if not in_place:
+        return torch.where(mask.view(-1, *([1] * (dst.ndim - 1))), src, dst)
+    rows = mask.nonzero().squeeze(1)
+    if rows.numel():
+        dst.index_copy_(0, rows, src.index_select(0, rows))
+    return dst
 
 
 @dataclass
@@ -233,16 +246,16 @@ class PGD:
         path = torch.zeros_like(badv)
         trace = []
         branchless = xs.device.type != "cpu"  # host reads cost nothing on a CPU, and the exact branch is cheaper
+        proj = BoxBallProjection(xs, self.norm, self.eps, branchless=branchless)  # bounds and scratch kept
         for t in range(self.steps + 1):
             cur = (xs + delta).clamp_(0.0, 1.0)
             g, adv, loss = self._step_eval(model, cur, ys, t < self.steps)
             if keep_trace:
                 trace.append(loss)
-            bx, badv, bloss = keep_best(cur, adv, loss, bx, badv, bloss)
+            bx, badv, bloss = keep_best(cur, adv, loss, bx, badv, bloss, in_place=not branchless)  # bx is ours
             path |= adv
             if t < self.steps:
-                delta = project(xs, delta + self.step_size * ascent_direction(g, self.norm), self.norm, self.eps,
-                                branchless=branchless)
+                delta = proj(delta + self.step_size * ascent_direction(g, self.norm))
         return bx, badv, bloss, path, (torch.stack(trace, dim=1) if keep_trace else None)
 
     def _step_eval(self, model, x, ys, need_grad: bool):
@@ -261,9 +274,7 @@ class PGD:
         branchless = xs.device.type != "cpu"
         checkpoints = apgd_checkpoints(self.steps)
         eta = torch.full((n,), 2.0 * self.eps, device=xs.device)
-
-        def proj(d):
-            return project(xs, d, self.norm, self.eps, branchless=branchless)
+        proj = BoxBallProjection(xs, self.norm, self.eps, branchless=branchless)  # bounds and scratch kept
 
         cur = (xs + delta).clamp_(0.0, 1.0)
         g, logits, loss = input_gradient(model, cur, ys, self.loss, eot=self.eot)
@@ -277,32 +288,35 @@ class PGD:
         f_max_check, reduced_check = f_max.clone(), torch.zeros(n, dtype=torch.bool, device=xs.device)
         last_check = 0
         for k in range(self.steps):
-            z = xs + proj(cur - xs + eta.view(view) * ascent_direction(g, self.norm))
+            offset = cur - xs  # the current δ, as both projections' argument starts from it
+            z = xs + proj(offset + eta.view(view) * ascent_direction(g, self.norm))
             if k == 0:
                 nxt = z
             else:
-                nxt = xs + proj(cur - xs + APGD_ALPHA * (z - cur) + (1 - APGD_ALPHA) * (cur - prev))
+                nxt = xs + proj(offset + APGD_ALPHA * (z - cur) + (1 - APGD_ALPHA) * (cur - prev))
             nxt = nxt.clamp_(0.0, 1.0)
             g, adv, loss = self._step_eval(model, nxt, ys, k + 1 < self.steps)
             if keep_trace:
                 trace.append(loss)
-            bx, badv, bloss = keep_best(nxt, adv, loss, bx, badv, bloss)
+            # bx, x_max and g_max are this loop's own tensors (clones made above), never aliased
+            bx, badv, bloss = keep_best(nxt, adv, loss, bx, badv, bloss, in_place=not branchless)
             path |= adv
             successes += (loss > f_cur).float()
             improved = loss > f_max
-            x_max = torch.where(improved.view(view), nxt, x_max)
+            x_max = take_rows(x_max, nxt, improved, in_place=not branchless)
             f_max = torch.where(improved, loss, f_max)
             if k + 1 < self.steps:
-                g_max = torch.where(improved.view(view), g, g_max)
+                g_max = take_rows(g_max, g, improved, in_place=not branchless)
             prev, cur, f_cur = cur, nxt, loss
             if k + 1 in checkpoints and k + 1 < self.steps:
                 oscillating = successes < APGD_RHO * (k + 1 - last_check)
                 stalled = ~reduced_check & (f_max_check >= f_max)
                 halve = oscillating | stalled
                 eta = torch.where(halve, eta / 2, eta)
-                cur = torch.where(halve.view(view), x_max, cur)
-                prev = torch.where(halve.view(view), cur, prev)
-                g = torch.where(halve.view(view), g_max, g)
+                # cur, prev (iterates of this loop) and g (fresh from autograd) alias nothing: rows move in place
+                cur = take_rows(cur, x_max, halve, in_place=not branchless)
+                prev = take_rows(prev, cur, halve, in_place=not branchless)
+                g = take_rows(g, g_max, halve, in_place=not branchless)
                 f_cur = torch.where(halve, f_max, f_cur)
                 successes = torch.zeros_like(successes)
                 f_max_check, reduced_check, last_check = f_max.clone(), halve, k + 1
