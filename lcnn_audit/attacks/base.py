@@ -98,6 +98,7 @@ class BoxBallProjection:
         self._scratch: dict = {}
 
     def __call__(self, delta: torch.Tensor) -> torch.Tensor:
+        """The exact projection of ``delta`` onto ``{‖δ‖_p ≤ eps, 0 ≤ x + δ ≤ 1}`` (see :func:`project`)."""
         lo, hi, eps = self.lo, self.hi, self.eps
         full = torch.maximum(torch.minimum(delta, hi), lo)
         if self.norm == "linf":
@@ -141,7 +142,7 @@ def _buffer(scratch: dict | None, name: str, shape: tuple, dtype: torch.dtype, d
     return buf[:numel].view(shape)
 
 
-def _l2_box_fixed_point(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float, iters: int | None,
+def _l2_box_fixed_point(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float, *, iters: int | None,
                         scratch: dict | None = None):
     """Rows (N, d) of ``clip(t·v, lo, hi)`` with ``‖·‖₂ = eps``, by the monotone fixed point
     ``t ← sqrt((eps² − C(t)) / F(t))`` (C: Σ bound² of the coordinates clipped at t; F: Σ v²
@@ -303,8 +304,8 @@ class Recheck:
     norm: torch.Tensor
 
 
-def recheck(model, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, norm: str, eps: float | None,
-            what: str) -> Recheck:
+def recheck(model, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, norm: str, eps: float | None,  # noqa: PLR0917
+            what: str) -> Recheck:  # (model, x, x_adv, y, norm, eps, what): every caller, tests included, is positional
     """Re-check adversarial examples independently of the attack that made them.
 
     Raises :class:`CheckFailedError` when any ``x_adv`` has the wrong shape, holds NaN/inf,

@@ -75,7 +75,7 @@ def apgd_checkpoints(steps: int) -> set[int]:
     return out
 
 
-def keep_best(x, adv, loss, bx, badv, bloss, in_place: bool = False):
+def keep_best(x, adv, loss, bx, badv, bloss, in_place: bool = False):  # noqa: PLR0917  (three (x, adv, loss) triples, positional by nature)
     """The best iterate so far per sample (Madry et al. 2018 report the last; we keep the best):
     a misclassified iterate beats a correct one, then the higher loss wins. ``in_place``
     overwrites ``bx``'s improved rows (see :func:`take_rows`)."""
@@ -127,7 +127,7 @@ class PGD:
     white_box = True
     batch_independent = True
 
-    def __init__(self, norm: str = "l2", eps: float | None = None, steps: int = 10, step_size: float | None = None,
+    def __init__(self, norm: str = "l2", eps: float | None = None, steps: int = 10, step_size: float | None = None,  # noqa: PLR0913, PLR0917 - mirrors torchattacks' PGD(model, eps, alpha, steps, random_start) plus our options
                  restarts: int = 1, random_start: bool = True, seed: int = 0, loss: str = "ce",
                  start: str = "clean", eot: int = 1, step_rule: str | None = None):
         check_norm("PGD", norm, SUPPORTED_NORMS)

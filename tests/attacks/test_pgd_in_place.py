@@ -6,8 +6,7 @@ name still holds (an aliased iterate or gradient) would make them differ."""
 import pytest
 import torch
 
-import lcnn_audit.attacks.pgd as pgd
-from lcnn_audit.attacks import PGD
+from lcnn_audit.attacks import PGD, pgd
 from lcnn_audit.data import load_data
 from lcnn_audit.loading import load_model
 
