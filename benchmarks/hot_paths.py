@@ -5,9 +5,9 @@ versions of the package: this checkout's ``lcnn_audit`` and ``--baseline DIR/lcn
 (e.g. ``git archive 0b6a4d2 lcnn_audit | tar -x -C DIR``), imported as
 ``lcnn_audit_baseline``. Workloads, all on the bundled demo model and data:
 
-- ``load``: ``load_model("demo")`` (safetensors read, recipe check, wrapper);
-- ``curvature``: ``curvature_audit`` on 64 test images (default Lanczos options);
-- ``attack``: ``attack_audit`` PGD-L2 at eps 0.1, 5 steps, on 64 images (masking checks included);
+- ``load``: 50 calls of ``load_model("demo")`` (safetensors read, recipe check, wrapper);
+- ``curvature``: ``curvature_audit`` on 256 test images (default Lanczos options);
+- ``attack``: ``attack_audit`` PGD-L2 at eps 0.1, 5 steps, on 256 images (masking checks included);
 - ``bound``: ``bound_audit`` (fx trace, per-layer bounds);
 - ``train``: one epoch of ``train`` on 1000 training images, batch 64, no per-epoch curvature.
 
@@ -52,7 +52,7 @@ def workloads(pkg: str) -> dict:
     mod = lambda name: importlib.import_module(f"{pkg}.{name}")  # noqa: E731
     load_model, load_data = mod("loading").load_model, mod("data").load_data
     model = load_model("demo")
-    test = load_data("demo", n=64, split="test")
+    test = load_data("demo", n=256, split="test")
     train_data = load_data("demo", n=1000, split="train")
     geometry, attacks, bound, training = mod("geometry"), mod("attacks"), mod("bound"), mod("training")
     attack_opts = attacks.AttackOptions(attacks=("pgd",), norms=("l2",), eps=(0.1,), steps=5)
@@ -63,7 +63,7 @@ def workloads(pkg: str) -> dict:
         training.train(fresh, train_data, None, config)
 
     return {
-        "load": lambda: load_model("demo"),
+        "load": lambda: [load_model("demo") for _ in range(50)],
         "curvature": lambda: geometry.curvature_audit(model, test, geometry.CurvatureOptions(), batch_size=64),
         "attack": lambda: attacks.attack_audit(model, test, attack_opts, batch_size=64),
         "bound": lambda: bound.bound_audit(model, (1, 28, 28)),
