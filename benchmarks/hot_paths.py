@@ -27,24 +27,16 @@ import json
 import pathlib
 import platform
 import statistics
-import sys
 import time
 import warnings
 
 import torch
+from pgd_step import import_version  # benchmarks/pgd_step.py
 
 
-def load_version(path: str | None):
+def load_version(path: str | None) -> str:
     """``lcnn_audit`` (``path`` None) or the copy under ``path`` imported as ``lcnn_audit_baseline``."""
-    if path is None:
-        return "lcnn_audit"
-    root = pathlib.Path(path) / "lcnn_audit"
-    spec = importlib.util.spec_from_file_location("lcnn_audit_baseline", root / "__init__.py",
-                                                  submodule_search_locations=[str(root)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return "lcnn_audit_baseline"
+    return "lcnn_audit" if path is None else import_version(path)
 
 
 def workloads(pkg: str) -> dict:

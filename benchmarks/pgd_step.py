@@ -139,16 +139,21 @@ def bench(kind: str, norm: str, eps: float, dev, batch: int, lo: int, hi: int, r
     return row
 
 
-def load_baseline(path: str):
-    """The PGD class of another version: ``path`` holds its ``lcnn_audit/`` (e.g. from
-    ``git archive <commit> lcnn_audit | tar -x -C path``), imported as ``lcnn_audit_baseline``."""
+def import_version(path: str) -> str:
+    """Import the package under ``path/lcnn_audit`` (e.g. from ``git archive <commit> lcnn_audit |
+    tar -x -C path``) as ``lcnn_audit_baseline``, beside this checkout's; returns that name."""
     root = pathlib.Path(path) / "lcnn_audit"
     spec = importlib.util.spec_from_file_location("lcnn_audit_baseline", root / "__init__.py",
                                                   submodule_search_locations=[str(root)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return importlib.import_module("lcnn_audit_baseline.attacks").PGD
+    return spec.name
+
+
+def load_baseline(path: str):
+    """The PGD class of another version (see :func:`import_version`)."""
+    return importlib.import_module(f"{import_version(path)}.attacks").PGD
 
 
 def projection_replay(baseline_dir: str | None, reps: int, batch: int) -> dict:
