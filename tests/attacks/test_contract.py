@@ -13,7 +13,6 @@ import dataclasses
 
 import pytest
 import torch
-from torch import nn
 from typer.testing import CliRunner
 
 from lcnn_audit.attacks import ATTACKS, AttackOptions, build_attack
@@ -23,29 +22,13 @@ from lcnn_audit.attacks.base import flat_norm, norm_tolerance
 from lcnn_audit.attacks.protocol import Attack, AttackOutput, MinNormResult
 from lcnn_audit.attacks.registry import MINIMAL_NORM, WHITE_BOX
 from lcnn_audit.errors import UsageError
+from tests.attacks.test_attacks import self_labelled, tiny_cnn
 
 EPS = {"l2": 0.5, "linf": 0.1, "l1": 3.0}
 #: small budgets: the contract, not the strength, is under test
 OPTIONS = AttackOptions(steps=3, restarts=2, df_steps=5, cw_steps=10, cw_search_steps=2, cw_lr=0.1, version="custom",
                         aa_attacks=("apgd-ce", "square"), aa_n_iter=3, aa_n_queries=10, seed=3)
 CASES = [(name, norm) for name, cls in ATTACKS.items() for norm in cls.norms]
-
-
-def tiny_cnn(seed=0, classes=5):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 36, classes)).eval()
-
-
-def self_labelled(model, n=4, seed=0):
-    """Random 6x6 images (some pixels exactly 0 or 1) labelled by the model itself: all correct."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 6, 6, generator=g)
-    x[:, :, 0] = 0.0
-    x[:, :, -1] = 1.0
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return x, y
 
 
 def _needs_package(name):
@@ -63,7 +46,7 @@ def _build(name, norm, options=OPTIONS, scale=1.0):
 @pytest.fixture(scope="module")
 def problem():
     model = tiny_cnn()
-    x, y = self_labelled(model)
+    x, y = self_labelled(model, n=4)
     return model, x, y, torch.arange(10, 14)
 
 
