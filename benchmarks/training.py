@@ -9,8 +9,9 @@ batch 128), the bundled demo model's architecture (the same CNN at width 16 with
 * its LCNN conversion (centred softplus, γ-Lipschitz BN, spectral norms with one power
   step per training forward) with the current layers (fused centred softplus, BN scale folded
   into the affine parameters), with the layers before issue #17 ("before": the composite
-  softplus and the BN scale as a second pass), and with the compiled softplus kernels
-  (``finetune --compile``), with and without GradReg.
+  softplus and the BN scale as a second pass), with the current layers but W/σ(W) of the
+  convolutions left to autograd ("generic σ": before the fused ``_DivideBySigma`` node), and
+  with the compiled softplus kernels (``finetune --compile``), with and without GradReg.
 
 Variants are interleaved (A, B, C, ... then again) for ``--reps`` rounds after a warm-up,
 and every ratio is the median over rounds of the ratio within a round, so a neighbour's load
@@ -36,6 +37,7 @@ from lcnn_audit.layers import CenteredSoftplus
 from lcnn_audit.layers.centered_softplus import centered_softplus_composite
 from lcnn_audit.layers.lipschitz_batchnorm import _LipschitzBN
 from lcnn_audit.layers.softplus_kernels import compiled_kernels
+from lcnn_audit.layers.spectral import ConvSpectralNorm
 from lcnn_audit.training import TrainConfig, init_model, make_optimizer, train_step
 
 GRADREG = {"gradreg": {"weight": 1e-3}}
@@ -75,6 +77,26 @@ def composite_softplus():
         CenteredSoftplus.forward, _LipschitzBN.forward = fused, bn
 
 
+def _generic_sigma_forward(self, weight):
+    """Conv spectral norm as before the fused W/σ node: autograd through ``weight / σ(weight)``."""
+    if self.training and self.n_power_iterations > 0:
+        self._power_method(weight.detach(), self.n_power_iterations)
+    u = self._u.clone(memory_format=torch.contiguous_format)
+    v = self._v.clone(memory_format=torch.contiguous_format)
+    return weight / torch.sum(u * self.geometry.apply(v, weight))
+
+
+@contextlib.contextmanager
+def generic_sigma():
+    """The current layers, except that W/σ(W) is left to autograd (the "before" of the σ node)."""
+    fused = ConvSpectralNorm.forward
+    ConvSpectralNorm.forward = _generic_sigma_forward
+    try:
+        yield
+    finally:
+        ConvSpectralNorm.forward = fused
+
+
 def sync(dev):
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -104,6 +126,7 @@ def variants(kind: str, dev):
         ("standard", std, {}, contextlib.nullcontext),
         ("lcnn_composite", lcnn, LCNN, composite_softplus),
         ("lcnn", lcnn, LCNN, contextlib.nullcontext),
+        ("lcnn_generic_sigma", lcnn, LCNN, generic_sigma),
         ("gradreg", std, GRADREG, contextlib.nullcontext),
         ("lcnn_gradreg_composite", lcnn, {**LCNN, **GRADREG}, composite_softplus),
         ("lcnn_gradreg", lcnn, {**LCNN, **GRADREG}, contextlib.nullcontext),
@@ -150,6 +173,9 @@ def bench(kind: str, dev, batch: int, reps: int) -> dict:
                        "lcnn+gradreg/gradreg (before)": ratio("lcnn_gradreg_composite", "gradreg"),
                        "lcnn+gradreg/gradreg (fused)": ratio("lcnn_gradreg", "gradreg"),
                        "fused speed-up, lcnn step": ratio("lcnn_composite", "lcnn"),
+                       "lcnn/standard (autograd W/sigma, before the sigma node)": ratio("lcnn_generic_sigma",
+                                                                                         "standard"),
+                       "sigma node: lcnn step after / before": ratio("lcnn", "lcnn_generic_sigma"),
                        "fused speed-up, lcnn+gradreg step": ratio("lcnn_gradreg_composite", "lcnn_gradreg"),
                        **({"lcnn/standard (fused, compiled kernels)": ratio("lcnn_compiled", "standard"),
                            "lcnn+gradreg/gradreg (fused, compiled kernels)": ratio("lcnn_gradreg_compiled",

@@ -227,6 +227,32 @@ def matrix_norm(weight: torch.Tensor, *, tol: float = DEFAULT_TOL, max_iter: int
 # --------------------------------------------------------------------------- parametrisations
 
 
+class _DivideBySigma(torch.autograd.Function):
+    """``W / σ`` for a σ(W) linear in W, with ``G = ∂σ/∂W`` given: one autograd node.
+
+    Backward is ∂L/∂W = (g − (Σ g⊙W / σ)·G) / σ, one dot product and two passes over the
+    weight, where autograd's generic ``weight / sigma`` (with σ's own graph) takes about
+    eight weight-sized passes and temporaries: on a ResNet-18 they cost more than the
+    convolutions' own elementwise work (``docs/benchmarks.md``, LCNN step). σ is exactly
+    linear in W (σ = uᵀ conv(v; W) with u, v fixed buffers), so G carries all of σ's
+    dependence on W. First-order only (``once_differentiable``): no audit or penalty
+    differentiates twice with respect to the weights.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, sigma: torch.Tensor, grad_sigma: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, sigma, grad_sigma)
+        return weight / sigma
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        weight, sigma, grad_sigma = ctx.saved_tensors
+        coef = torch.dot(g.reshape(-1), weight.reshape(-1)) / sigma  # Σ g⊙W / σ, no weight-sized temporary
+        out = torch.addcmul(g, grad_sigma, coef, value=-1.0)
+        return out.div_(sigma), None, None
+
+
 class ConvSpectralNorm(nn.Module):
     """Parametrisation W ↦ W/σ, σ = uᵀ·conv(v; W) from power iteration on the convolution
     operator (Ryu et al., ICML 2019; LCNN §3.4.1). Buffers ``_u`` (1, C_out, *out_spatial)
@@ -272,8 +298,13 @@ class ConvSpectralNorm(nn.Module):
             self._power_method(weight.detach(), self.n_power_iterations)
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
-        sigma = torch.sum(u * self.geometry.apply(v, weight))
-        return weight / sigma
+        if not (torch.is_grad_enabled() and weight.requires_grad):
+            return weight / torch.sum(u * self.geometry.apply(v, weight))
+        with torch.enable_grad():  # σ = uᵀ A(v; W) is linear in W: its gradient G = ∂σ/∂W is all backward needs
+            w = weight.detach().requires_grad_(True)
+            sigma = torch.sum(u * self.geometry.apply(v, w))
+            (grad_sigma,) = torch.autograd.grad(sigma, w)
+        return _DivideBySigma.apply(weight, sigma.detach(), grad_sigma)
 
     def extra_repr(self) -> str:
         """Module repr arguments."""
