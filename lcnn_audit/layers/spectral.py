@@ -300,10 +300,11 @@ class ConvSpectralNorm(nn.Module):
         v = self._v.clone(memory_format=torch.contiguous_format)
         if not (torch.is_grad_enabled() and weight.requires_grad):
             return weight / torch.sum(u * self.geometry.apply(v, weight))
-        with torch.enable_grad():  # σ = uᵀ A(v; W) is linear in W: its gradient G = ∂σ/∂W is all backward needs
-            w = weight.detach().requires_grad_(True)
-            sigma = torch.sum(u * self.geometry.apply(v, w))
-            (grad_sigma,) = torch.autograd.grad(sigma, w)
+        # σ = uᵀ A(v; W) is linear in W: its gradient G = ∂σ/∂W (a batch-1 convolution gradient) is all
+        # the backward needs
+        w = weight.detach().requires_grad_(True)
+        sigma = torch.sum(u * self.geometry.apply(v, w))
+        (grad_sigma,) = torch.autograd.grad(sigma, w)
         return _DivideBySigma.apply(weight, sigma.detach(), grad_sigma)
 
     def extra_repr(self) -> str:
