@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from lcnn_audit import load_data, load_model
+from lcnn_audit import allocator, load_data, load_model
 from lcnn_audit.attacks import FGSM, PGD, CarliniWagnerL2, DeepFool
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -172,6 +172,7 @@ def main(argv=None) -> int:
     if len(timing_steps) != 2 or not 0 < timing_steps[0] < timing_steps[1]:
         ap.error("--timing-steps takes LO,HI with 0 < LO < HI, e.g. 2,10")
     torch.set_num_threads(args.threads)
+    allocator.tune_host_allocator()  # as every lcnn-audit command does (LCNN_AUDIT_MALLOC=system: off)
     try:
         ta = importlib.import_module("torchattacks")
     except ImportError:

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from lcnn_audit import load_data, load_model
+from lcnn_audit import allocator, load_data, load_model
 from lcnn_audit.attacks import FGSM, PGD, AttackOptions, AutoAttack, CarliniWagnerL2, DeepFool, attack_audit
 
 ATTACKS = {
@@ -93,6 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+        allocator.tune_host_allocator()  # as every lcnn-audit command does (LCNN_AUDIT_MALLOC=system: off)
     device = torch.device(args.device)
     model = load_model("demo", device=device)
     for p in model.parameters():

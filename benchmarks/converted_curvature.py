@@ -21,6 +21,7 @@ import time
 import torch
 import torchvision
 
+from lcnn_audit import allocator
 from lcnn_audit.convert import convert_model
 from lcnn_audit.geometry import CurvatureOptions, compute_geometry
 from lcnn_audit.geometry.differentiable import twice_differentiable
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    allocator.tune_host_allocator()  # as every lcnn-audit command does (LCNN_AUDIT_MALLOC=system: off)
     torch.manual_seed(0)
     net = torchvision.models.get_model(args.arch, num_classes=10).eval()
     t = time.perf_counter()

@@ -16,6 +16,7 @@ import time
 import torch
 import torchvision
 
+from lcnn_audit import allocator
 from lcnn_audit.data import ImageData
 from lcnn_audit.geometry import CurvatureOptions, curvature_audit
 from lcnn_audit.geometry.robustness import GradRobustnessOptions, discrepancy, grad_robustness
@@ -32,6 +33,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+        allocator.tune_host_allocator()  # as every lcnn-audit command does (LCNN_AUDIT_MALLOC=system: off)
     dev = torch.device(args.device)
     torch.manual_seed(0)
     model = AuditModel(torchvision.models.resnet18(num_classes=10)).to(dev).eval()

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from lcnn_audit import allocator
 from lcnn_audit.geometry import CurvatureOptions, compute_geometry
 from lcnn_audit.geometry.hvp import BatchedHVP
 from lcnn_audit.geometry.objective import make_objective
@@ -136,6 +137,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+        allocator.tune_host_allocator()  # as every lcnn-audit command does (LCNN_AUDIT_MALLOC=system: off)
     dev = torch.device(args.device)
     torch.manual_seed(0)
     model = softplus_cnn().to(dev)

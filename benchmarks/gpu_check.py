@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from curvature import bench_batched_vs_loop, bench_hvp_ratio, softplus_cnn, sync  # noqa: E402
 from curvature import timeit as timed  # noqa: E402
 
+from lcnn_audit import allocator
 from lcnn_audit.attacks import PGD  # noqa: E402
 from lcnn_audit.data import load_data  # noqa: E402
 from lcnn_audit.geometry import CurvatureOptions, compute_geometry  # noqa: E402
@@ -195,6 +196,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
+    allocator.tune_host_allocator()  # as every lcnn-audit command does (LCNN_AUDIT_MALLOC=system: off)
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is visible; use --device cpu --quick")

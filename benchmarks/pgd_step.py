@@ -47,6 +47,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lcnn_audit import allocator
 from lcnn_audit.attacks import PGD
 from lcnn_audit.data import load_data
 from lcnn_audit.loading import load_model
@@ -239,6 +240,7 @@ def main():
                     help="only the L2 projection, replayed on the calls of demo-CNN runs (CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    allocator.tune_host_allocator()  # as every lcnn-audit command does (LCNN_AUDIT_MALLOC=system: off)
     dev = torch.device(args.device)
     baseline = load_baseline(args.baseline) if args.baseline else None
     if args.projection:

@@ -33,6 +33,7 @@ import time
 import torch
 from torch import nn
 
+from lcnn_audit import allocator
 from lcnn_audit.layers import CenteredSoftplus
 from lcnn_audit.layers.centered_softplus import centered_softplus_composite
 from lcnn_audit.layers.lipschitz_batchnorm import _LipschitzBN
@@ -259,6 +260,7 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    allocator.tune_host_allocator()  # as every lcnn-audit command does (LCNN_AUDIT_MALLOC=system: off)
     dev = torch.device(args.device)
     kinds = ["small_cnn"] if args.quick else [k for k in args.models.split(",") if k]
     reps = 3 if args.quick else args.reps

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from . import allocator
 from ._version import __version__
 from .errors import UsageError
 from .io import read_json, write_json, write_text
@@ -81,6 +82,7 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
         "lcnn_audit": __version__,
         "device": str(device) if device is not None else "cpu",
         "num_threads": torch.get_num_threads(),
+        "host_allocator": allocator.state(),
     }
     try:
         import torchvision

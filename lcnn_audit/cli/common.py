@@ -311,6 +311,7 @@ def command(ctx: Ctx, params: Mapping | None = None, *, check_outputs: bool = Tr
 
             check_seed(ctx.data.seed)
         set_threads(ctx.threads)
+        tune_host_allocator()
         with cli_warnings():
             yield ctx
     except LcnnAuditError as err:
@@ -318,6 +319,13 @@ def command(ctx: Ctx, params: Mapping | None = None, *, check_outputs: bool = Tr
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]", markup=True)
         raise typer.Exit(interrupt_code()) from None
+
+
+def tune_host_allocator() -> str:
+    """glibc malloc thresholds raised for the run (see :mod:`lcnn_audit.allocator`)."""
+    from ..allocator import tune_host_allocator as tune
+
+    return tune()
 
 
 def check_float_options(values: dict) -> None:

@@ -50,8 +50,8 @@ def _horner(w: torch.Tensor, coeffs: tuple[float, ...]) -> torch.Tensor:
 def _forward(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     z = x * b
     u = z.abs()
-    large = (torch.log(torch.exp(-u) * 0.5 + 0.5) + torch.relu(z)) / b
-    small = x * (0.5 + b * x * _horner(z * z, _cs._P_HORNER))
+    large = (torch.log(torch.exp(-u.clamp_max(_cs._EXP_CLAMP)) * 0.5 + 0.5) + torch.relu(z)) / b
+    small = x * (0.5 + b * x * _horner(z * z, _cs._series_coeffs(x.dtype)[0]))
     return torch.where(u < _TAU, small, large)
 
 
@@ -64,7 +64,7 @@ def _grad_beta(x: torch.Tensor, b: torch.Tensor, grad: torch.Tensor) -> torch.Te
     u = z.abs()
     e = torch.exp(-u)
     h = (-(u * e / (1.0 + e)) - torch.log(0.5 * (1.0 + e))) / (b * b)
-    series = x * x * _horner(z * z, _cs._PHI_PRIME_HORNER)
+    series = x * x * _horner(z * z, _cs._series_coeffs(x.dtype)[1])
     return (grad * torch.where(u < _TAU, series, h)).sum()
 
 
