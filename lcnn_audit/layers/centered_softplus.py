@@ -36,7 +36,7 @@ differentiable torch operations:
 
 Two details keep these graph-free paths cheap without changing a result: u = |βx| is clamped
 at 80 before ``exp`` (no bit changes, since (1 + e^−u)/2 rounds to ½ long before, and torch's CPU
-``exp`` is ~15× slower where its result is subnormal), and below fp64 the series keeps only the
+``exp`` is ~15× slower where its result is subnormal or zero), and below fp64 the series keeps only the
 terms fp32 can resolve (remainder under 0.12 of an fp32 ulp); the first-order backward computes
 ∂/∂x and ∂/∂β from one z = βx (forward 0.6×, forward+backward 0.8× on the CPU; docs/benchmarks.md).
 
@@ -131,7 +131,7 @@ def _forward_value(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     u = z.abs()
     small = u < _TAU
     # u ≤ 80 changes no bit ((1 + e^−u)/2 rounds to ½ beyond u ≈ 17 in fp32, 37 in fp64), and keeps exp
-    # off arguments whose result is subnormal, where the CPU kernel measured ~15× slower
+    # off arguments whose result is subnormal or zero, where the CPU kernel measured ~15× slower
     large = u.clamp_max_(_EXP_CLAMP).neg_().exp_().mul_(0.5).add_(0.5).log_().add_(z.relu()).div_(b)
     # x·φ(z) = x·(1/2 + z·P(z²)) = x·(1/2 + β·x·P(z²)); for huge z it is ±inf at most (never NaN), and discarded
     small_val = _horner_(z.mul_(z), _series_coeffs(x.dtype)[0]).mul_(x).mul_(b).add_(0.5).mul_(x)
@@ -143,7 +143,7 @@ def _grads_graph_free(x: torch.Tensor, b: torch.Tensor, grad: torch.Tensor | Non
     buffers in place: ∂s₀/∂x = σ(z), and ∂s₀/∂β elementwise (the caller contracts it with ``grad``),
     h(u)/β² with h(u) = −u·σ(−u) − g(−u), σ(−u) = e/(1 + e), g(−u) = log((1 + e)/2), e = e^−u, u = |z|,
     and x²·φ'(z) (the series) for u < τ. u is clamped at 80 before the exp, which changes no bit
-    and keeps the exp off subnormal results (see :func:`_forward_value`)."""
+    and keeps the exp off subnormal or zero results (see :func:`_forward_value`)."""
     z = x * b
     # grad * σ, not σ.mul_(grad): under is_grads_batched (vmap over grad) the in-place form fails
     gx = grad * torch.sigmoid(z) if need_x else None
