@@ -6,9 +6,10 @@ heap to the system past its trim threshold, so a training step or an HVP loop, w
 and frees the same few activation-sized buffers every step, pays a page fault for every 4 KiB of
 every fresh buffer on its first touch: ~0.8 ms per 6 MB out-of-place op on the 2-core VM, as
 much as the op itself. Raising both thresholds to 1 GiB keeps freed buffers in the heap, where
-the next step reuses them. Measured (docs/benchmarks.md, ``benchmarks/allocator.py``): the
-LCNN demo-architecture step 0.87×, GradReg 0.73×, curvature of the smooth demo model 0.77×,
-at the cost of the process keeping its peak heap until it exits.
+the next step reuses them. Measured (docs/benchmarks.md, ``benchmarks/allocator.py``, 2-core
+VM): LCNN steps 0.65–0.93× the time, GradReg steps 0.76–0.84×, curvature of the smooth demo
+model 0.92×, ReLU standard steps unchanged; the cost is that the process keeps its peak heap
+until it exits.
 
 Every command calls :func:`tune_host_allocator` before it runs (``command`` in
 ``cli/common.py``); a library user may call it too. ``LCNN_AUDIT_MALLOC=system`` keeps the
