@@ -38,7 +38,7 @@ Two details keep these graph-free paths cheap without changing a result: u = |β
 at 80 before ``exp`` (no bit changes, since (1 + e^−u)/2 rounds to ½ long before, and torch's CPU
 ``exp`` is ~15× slower where its result is subnormal or zero), and below fp64 the series keeps only the
 terms fp32 can resolve (remainder under 0.12 of an fp32 ulp); the first-order backward computes
-∂/∂x and ∂/∂β from one z = βx (forward 0.6×, forward+backward 0.8× on the CPU; docs/benchmarks.md).
+∂/∂x and ∂/∂β from one z = βx (forward 0.59×, forward+backward 0.66× on the CPU; docs/benchmarks.md).
 
 Autograd thus records one node per activation instead of ~20 elementwise ops and their
 saved tensors; a training step of the LCNN small CNN measured 1.9× faster on CPU
