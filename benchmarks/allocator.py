@@ -60,24 +60,12 @@ def child(reps: int, quick: bool) -> dict:
     from lcnn_audit.geometry import CurvatureOptions, compute_geometry
     from lcnn_audit.geometry.state import measurement_state
     from lcnn_audit.loading import load_model
-    from lcnn_audit.training import train_step
 
     out = {"allocator": state}
     for kind in KINDS[:1] if quick else KINDS:
-        batch = 32 if kind == "resnet18" else 128
-        vs, shape = training.variants(kind, torch.device("cpu"))
-        g = torch.Generator().manual_seed(0)
-        x, y = torch.rand(batch, *shape, generator=g), torch.randint(0, 10, (batch,), generator=g)
-        index = torch.arange(batch)
+        _, step = training.step_runner(kind, torch.device("cpu"), 32 if kind == "resnet18" else 128)
         for name in STEPS:
-            model, opt, pen, ctx = vs[name]
-            model.train()
-
-            def step(model=model, opt=opt, pen=pen, ctx=ctx, x=x, y=y, index=index):
-                with ctx():
-                    train_step(model, opt, x, y, index, pen, track_input="gradreg" in pen)
-
-            out[f"{kind} {name} step"] = _time(step, reps)
+            out[f"{kind} {name} step"] = _time(lambda name=name, step=step: step(name), reps)
     data = load_data("demo", n=128)
     b = data.get(torch.arange(len(data)))
     with measurement_state(load_model("demo"), smooth_relu_beta=1000.0) as prep:

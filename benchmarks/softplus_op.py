@@ -34,7 +34,6 @@ import training  # noqa: E402 - benchmarks/training.py
 from pgd_step import import_version  # noqa: E402 - benchmarks/pgd_step.py
 
 from lcnn_audit import allocator  # noqa: E402
-from lcnn_audit.training import train_step  # noqa: E402
 
 cs = importlib.import_module("lcnn_audit.layers.centered_softplus")
 FN = cs._CenteredSoftplusFn
@@ -103,16 +102,11 @@ def _in(other, fn):
 
 def step_rows(kind: str, old, reps: int) -> dict:
     batch = 32 if kind == "resnet18" else 128
-    vs, shape = training.variants(kind, torch.device("cpu"))
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.rand(batch, *shape, generator=g), torch.randint(0, 10, (batch,), generator=g)
-    index = torch.arange(batch)
+    _, run = training.step_runner(kind, torch.device("cpu"), batch)
 
     def step(name, other=None):
-        model, opt, pen, ctx = vs[name]
-        model.train()
-        with ctx(), op_of(other):
-            train_step(model, opt, x, y, index, pen, track_input="gradreg" in pen)
+        with op_of(other):
+            run(name)
 
     fns = {"standard": lambda: step("standard"), "lcnn after": lambda: step("lcnn"),
            "lcnn before": lambda: step("lcnn", old), "gradreg": lambda: step("gradreg"),

@@ -141,7 +141,9 @@ def variants(kind: str, dev):
     return out, shape
 
 
-def bench(kind: str, dev, batch: int, reps: int) -> dict:
+def step_runner(kind: str, dev, batch: int):
+    """``(variants, step)``: ``step(name)`` runs one ``train_step`` of that variant on a fixed seeded
+    batch and returns its seconds (shared by ``benchmarks/allocator.py`` and ``softplus_op.py``)."""
     vs, shape = variants(kind, dev)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, *shape, generator=g).to(dev)
@@ -157,6 +159,12 @@ def bench(kind: str, dev, batch: int, reps: int) -> dict:
             train_step(model, opt, x, y, index, pen, track_input="gradreg" in pen)
             sync(dev)
             return time.perf_counter() - t
+
+    return vs, step
+
+
+def bench(kind: str, dev, batch: int, reps: int) -> dict:
+    vs, step = step_runner(kind, dev, batch)
 
     for name in vs:  # warm-up
         step(name)

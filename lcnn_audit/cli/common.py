@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..allocator import tune_host_allocator
 from ..errors import LcnnAuditError, UsageError
 from .options import SINGLE_SPLIT_HELP, THREADS_HELP, VERBOSE_HELP  # noqa: F401 - their former home
 from .options import Threads as THREADS  # noqa: F401
@@ -319,13 +320,6 @@ def command(ctx: Ctx, params: Mapping | None = None, *, check_outputs: bool = Tr
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]", markup=True)
         raise typer.Exit(interrupt_code()) from None
-
-
-def tune_host_allocator() -> str:
-    """glibc malloc thresholds raised for the run (see :mod:`lcnn_audit.allocator`)."""
-    from ..allocator import tune_host_allocator as tune
-
-    return tune()
 
 
 def check_float_options(values: dict) -> None:
